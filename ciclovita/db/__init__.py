@@ -1,0 +1,1 @@
+"""The customer database: schema, engine, migrations and dialect-neutral bulk writes."""
