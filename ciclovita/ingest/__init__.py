@@ -1,0 +1,1 @@
+"""Data in: the demo data generator and CSV imports of customers, orders and events."""

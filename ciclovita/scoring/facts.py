@@ -1,0 +1,147 @@
+"""Per-customer facts read from the database in a few grouped queries.
+
+One row per customer, indexed by customer id, with times as Unix seconds: orders (count,
+purchase days, first, last, total cents), the last engagement event, the latest NPS answer,
+converted referrals and the revenue they brought, and messages sent. Everything counts only
+what happened up to ``as_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Select, and_, func, select
+
+from ciclovita.db.models import Customer, Event, Message, Order, Referral, SurveyResponse
+from ciclovita.db.sqlfunctions import calendar_day, epoch_seconds
+
+FACT_COLUMNS = (
+    "created_s",
+    "acquisition_cost_cents",
+    "order_count",
+    "purchase_days",
+    "first_order_s",
+    "last_order_s",
+    "monetary_cents",
+    "last_engaged_s",
+    "nps",
+    "converted_referrals",
+    "indirect_value_cents",
+    "messages_sent",
+)
+
+
+def _frame(connection: Connection, query: Select[tuple[object, ...]], columns: Sequence[str]) -> pd.DataFrame:
+    rows = connection.execute(query).all()
+    frame = pd.DataFrame.from_records(rows, columns=list(columns))
+    return frame.set_index("customer_id")
+
+
+def order_aggregates_query(as_of: datetime) -> Select[tuple[object, ...]]:
+    """The grouped scan of completed orders: one row per buyer."""
+    return (
+        select(
+            Order.customer_id,
+            func.count().label("order_count"),
+            func.count(calendar_day(Order.placed_at).distinct()).label("purchase_days"),
+            epoch_seconds(func.min(Order.placed_at)).label("first_order_s"),
+            epoch_seconds(func.max(Order.placed_at)).label("last_order_s"),
+            func.sum(Order.amount_cents).label("monetary_cents"),
+        )
+        .where(Order.status == "completed", Order.placed_at <= as_of)
+        .group_by(Order.customer_id)
+    )
+
+
+def read_facts(
+    connection: Connection, as_of: datetime, engagement_events: Sequence[str]
+) -> pd.DataFrame:
+    """Every customer's facts as of ``as_of`` (customers created later are left out)."""
+    customers = _frame(
+        connection,
+        select(
+            Customer.id.label("customer_id"),
+            epoch_seconds(Customer.created_at).label("created_s"),
+            Customer.acquisition_cost_cents,
+        ).where(Customer.created_at <= as_of),
+        ["customer_id", "created_s", "acquisition_cost_cents"],
+    )
+    orders = _frame(
+        connection,
+        order_aggregates_query(as_of),
+        [
+            "customer_id",
+            "order_count",
+            "purchase_days",
+            "first_order_s",
+            "last_order_s",
+            "monetary_cents",
+        ],
+    )
+    engaged = _frame(
+        connection,
+        select(Event.customer_id, epoch_seconds(func.max(Event.occurred_at)))
+        .where(Event.type.in_(list(engagement_events)), Event.occurred_at <= as_of)
+        .group_by(Event.customer_id),
+        ["customer_id", "last_engaged_s"],
+    )
+    latest_answer = (
+        select(
+            SurveyResponse.customer_id,
+            func.max(SurveyResponse.id).label("last_id"),
+        )
+        .where(SurveyResponse.kind == "nps", SurveyResponse.answered_at <= as_of)
+        .group_by(SurveyResponse.customer_id)
+        .subquery()
+    )
+    nps = _frame(
+        connection,
+        select(SurveyResponse.customer_id, SurveyResponse.score).join(
+            latest_answer, SurveyResponse.id == latest_answer.c.last_id
+        ),
+        ["customer_id", "nps"],
+    )
+    referred_orders = (
+        select(Order.customer_id, func.sum(Order.amount_cents).label("revenue"))
+        .where(Order.status == "completed", Order.placed_at <= as_of)
+        .group_by(Order.customer_id)
+        .subquery()
+    )
+    referrals = _frame(
+        connection,
+        select(
+            Referral.referrer_id,
+            func.count(Referral.id),
+            func.coalesce(func.sum(referred_orders.c.revenue), 0),
+        )
+        .select_from(Referral)
+        .outerjoin(referred_orders, referred_orders.c.customer_id == Referral.referee_id)
+        .where(Referral.converted_at.is_not(None), Referral.converted_at <= as_of)
+        .group_by(Referral.referrer_id),
+        ["customer_id", "converted_referrals", "indirect_value_cents"],
+    )
+    sent = _frame(
+        connection,
+        select(Message.customer_id, func.count())
+        .where(and_(Message.status == "sent", Message.sent_at <= as_of))
+        .group_by(Message.customer_id),
+        ["customer_id", "messages_sent"],
+    )
+    facts = customers.join([orders, engaged, nps, referrals, sent], how="left")
+    for column in (
+        "order_count",
+        "purchase_days",
+        "monetary_cents",
+        "converted_referrals",
+        "indirect_value_cents",
+        "messages_sent",
+    ):
+        facts[column] = facts[column].fillna(0).astype(np.int64)
+    for column in ("first_order_s", "last_order_s", "last_engaged_s", "nps"):
+        facts[column] = facts[column].astype("Int64")
+    facts["created_s"] = facts["created_s"].astype(np.int64)
+    facts["acquisition_cost_cents"] = facts["acquisition_cost_cents"].astype(np.int64)
+    return facts.sort_index()

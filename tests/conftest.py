@@ -1,0 +1,138 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL for every test that asks.
+
+``engine`` is parametrised over both databases. Each test gets its own fresh database, copied
+from a template migrated once per session (a file copy on SQLite, ``CREATE DATABASE …
+TEMPLATE`` on PostgreSQL). Without a reachable PostgreSQL the PostgreSQL cases skip with the
+reason — unless ``CI=true``, where they fail: CI must run them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from ciclovita.db.engine import make_engine
+from ciclovita.db.migrate import upgrade
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CICLOVITA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_unavailable() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.__class__.__name__}"
+    return None
+
+
+class PostgresDatabases:
+    """Creates throw-away databases from one migrated template."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.base_url = self.admin.url
+        self.template = f"ciclovita_tpl_{uuid.uuid4().hex[:8]}"
+        self.created: list[str] = [self.template]
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.template}"'))
+        template_engine = make_engine(self.url(self.template))
+        upgrade(template_engine)
+        template_engine.dispose()
+
+    def url(self, name: str) -> str:
+        return self.base_url.set(database=name).render_as_string(hide_password=False)
+
+    def new(self) -> str:
+        name = f"ciclovita_t_{uuid.uuid4().hex[:10]}"
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        self.created.append(name)
+        return self.url(name)
+
+    def drop(self, name_or_url: str) -> None:
+        name = name_or_url.rsplit("/", 1)[-1]
+        with self.admin.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+    def close(self) -> None:
+        for name in reversed(self.created):
+            self.drop(name)
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    reason = _postgres_unavailable()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason} — CI=true requires the PostgreSQL tests to run")
+        pytest.skip(reason)
+    databases = PostgresDatabases(POSTGRES_ADMIN_URL)
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()  # the last connection closing checkpoints the WAL into the file
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, migrated database (SQLite file or PostgreSQL)."""
+    if request.param == "sqlite":
+        path = tmp_path / "ciclovita.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    url = databases.new()
+    yield url
+    from ciclovita.db.engine import dispose_engines
+
+    dispose_engines()
+    databases.drop(url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh, migrated database."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path, sqlite_template: Path) -> Iterator[Engine]:
+    """A migrated SQLite database only (for tests that do not depend on the dialect)."""
+    path = tmp_path / "ciclovita.db"
+    shutil.copy(sqlite_template, path)
+    engine = make_engine(f"sqlite:///{path}")
+    yield engine
+    engine.dispose()
