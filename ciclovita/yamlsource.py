@@ -186,10 +186,9 @@ def _data_path(data: Any, loc: Path_) -> Path_:
     node = data
     out: list[str | int] = []
     for index, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_mapping = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_mapping or in_list:
             out.append(part)
             node = node[part]
         elif index == len(loc) - 1 and isinstance(node, dict):

@@ -28,7 +28,9 @@ def _is_time(table: Table, column: str) -> bool:
     return isinstance(table.c[column].type, UtcDateTime)
 
 
-def _python_rows(table: Table, frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+def _python_rows(
+    table: Table, frame: pd.DataFrame, columns: Sequence[str]
+) -> list[tuple[Any, ...]]:
     """Rows as tuples of plain Python values (None for missing) in ``columns`` order."""
     prepared: list[Iterable[Any]] = []
     for name in columns:
@@ -37,8 +39,10 @@ def _python_rows(table: Table, frame: pd.DataFrame, columns: Sequence[str]) -> l
             text = pd.to_datetime(series, utc=True).dt.tz_localize(None).dt.strftime(_SQLITE_TIME)
             values: list[Any] = text.where(series.notna(), None).tolist()
         elif series.dtype == object:
-            values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                      for v in series.tolist()]
+            values = [
+                None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                for v in series.tolist()
+            ]
         else:
             values = series.astype(object).where(series.notna(), None).tolist()
         prepared.append(values)
@@ -77,7 +81,7 @@ def insert_frame(connection: Connection, table: Table, frame: pd.DataFrame) -> i
         _copy_into(connection, table.name, table, frame, columns)
     else:
         placeholders = ", ".join("?" for _ in columns)
-        sql = f'INSERT INTO {table.name} ({", ".join(columns)}) VALUES ({placeholders})'
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
         raw = connection.connection.driver_connection
         assert raw is not None
         for start in range(0, len(frame), CHUNK_ROWS):
@@ -95,14 +99,12 @@ def _copy_into(
         for start in range(0, len(frame), CHUNK_ROWS):
             part = frame.iloc[start : start + CHUNK_ROWS]
             buffer = io.StringIO(_copy_text(table, part, columns))
-            with cursor.copy(f'COPY {target} ({", ".join(columns)}) FROM STDIN') as copy:
+            with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN") as copy:
                 while chunk := buffer.read(1 << 20):
                     copy.write(chunk)
 
 
-def update_frame(
-    connection: Connection, table: Table, key: str, frame: pd.DataFrame
-) -> int:
+def update_frame(connection: Connection, table: Table, key: str, frame: pd.DataFrame) -> int:
     """Update rows of ``table`` matched on ``key`` with the other columns of ``frame``."""
     if frame.empty:
         return 0

@@ -87,9 +87,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), unique=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     placed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
@@ -114,9 +112,7 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), unique=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(48))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
@@ -133,9 +129,7 @@ class Consent(Base):
     __tablename__ = "consents"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     topic: Mapped[str] = mapped_column(String(32))
     granted: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(64), default="import")
@@ -226,9 +220,7 @@ class StageHistory(Base):
     __tablename__ = "stage_history"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     stage: Mapped[str] = mapped_column(String(16))
     previous_stage: Mapped[str | None] = mapped_column(String(16))
     entered_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -254,9 +246,7 @@ class SegmentMembership(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     segment: Mapped[str] = mapped_column(String(64))
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     entered_at: Mapped[datetime] = mapped_column(UtcDateTime)
     exited_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -332,9 +322,7 @@ class Message(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     uid: Mapped[str] = mapped_column(String(36), unique=True)
     campaign: Mapped[str] = mapped_column(String(64))
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     occurrence_key: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16), default="marketing")
     stage: Mapped[str | None] = mapped_column(String(16))
@@ -368,8 +356,7 @@ class Message(Base):
         Index("ix_messages_campaign_status", "campaign", "status"),
         Index("ix_messages_provider_message_id", "provider_message_id"),
         CheckConstraint(
-            "status IN ('planned', 'claimed', 'sending', 'sent', 'skipped', 'failed',"
-            " 'ambiguous')",
+            "status IN ('planned', 'claimed', 'sending', 'sent', 'skipped', 'failed', 'ambiguous')",
             name="status",
         ),
     )

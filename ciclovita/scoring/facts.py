@@ -34,7 +34,9 @@ FACT_COLUMNS = (
 )
 
 
-def _frame(connection: Connection, query: Select[tuple[object, ...]], columns: Sequence[str]) -> pd.DataFrame:
+def _frame(
+    connection: Connection, query: Select[tuple[object, ...]], columns: Sequence[str]
+) -> pd.DataFrame:
     rows = connection.execute(query).all()
     frame = pd.DataFrame.from_records(rows, columns=list(columns))
     return frame.set_index("customer_id")

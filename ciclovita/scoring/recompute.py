@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from ciclovita.value.gamma_gamma import GammaGammaParams
 from sqlalchemy import Connection, Engine, select
 
 from ciclovita.db import bulk
@@ -27,7 +28,6 @@ from ciclovita.scoring.rfm import rfm_scores, rfm_segments
 from ciclovita.scoring.stages import DAY, assign_stages, estimate_entered
 from ciclovita.scoring.value import ValueModel, fit_value_model, score_value
 from ciclovita.value.bgnbd import BgNbdParams
-from ciclovita.value.gamma_gamma import GammaGammaParams
 
 # Score columns compared to decide whether a row changed (times as Unix seconds).
 COMPARED = (
@@ -98,9 +98,7 @@ def compute_scores(
     now = as_of.timestamp()
     last = frame["last_order_s"].astype("float64").to_numpy()
     recency_days = np.floor((now - last) / DAY)
-    frame["days_since_last_order"] = pd.array(
-        np.where(buyer, recency_days, np.nan), dtype="Int64"
-    )
+    frame["days_since_last_order"] = pd.array(np.where(buyer, recency_days, np.nan), dtype="Int64")
     frame["repeat_purchases"] = np.maximum(frame["purchase_days"].to_numpy() - 1, 0)
     orders = frame["order_count"].to_numpy()
     frame["avg_order_cents"] = np.where(
@@ -158,8 +156,16 @@ def _read_current(connection: Connection) -> pd.DataFrame:
     rows = connection.execute(query).all()
     columns = ["customer_id", "stage", "stage_since_s", *COMPARED[1:]]
     frame = pd.DataFrame.from_records(rows, columns=columns).set_index("customer_id")
-    for name in ("first_order_s", "last_order_s", "last_engaged_s", "days_since_last_order",
-                 "r_score", "f_score", "m_score", "nps"):
+    for name in (
+        "first_order_s",
+        "last_order_s",
+        "last_engaged_s",
+        "days_since_last_order",
+        "r_score",
+        "f_score",
+        "m_score",
+        "nps",
+    ):
         frame[name] = frame[name].astype("Int64")
     for name in ("clv_quantile", "p_alive", "expected_purchases"):
         frame[name] = frame[name].astype("float64")
@@ -326,7 +332,6 @@ def _write(
     opened["entered_at"] = pd.to_datetime(opened["entered_at"], utc=True)
     report.stage_rows_opened = bulk.insert_frame(connection, StageHistory.__table__, opened)
     pairs = Counter(
-        f"{a}→{b}"
-        for a, b in zip(transitions["previous_stage"], transitions["stage"], strict=True)
+        f"{a}→{b}" for a, b in zip(transitions["previous_stage"], transitions["stage"], strict=True)
     )
     report.transitions = dict(pairs.most_common())

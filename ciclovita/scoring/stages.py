@@ -29,7 +29,9 @@ def assign_stages(frame: pd.DataFrame, config: LifecycleConfig, as_of: datetime)
     days_since_first = (now - first) / DAY
     purchase_days = frame["purchase_days"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        average_gap = np.where(purchase_days >= 2, (last - first) / DAY / (purchase_days - 1), np.nan)
+        average_gap = np.where(
+            purchase_days >= 2, (last - first) / DAY / (purchase_days - 1), np.nan
+        )
     alive = frame["p_alive"].astype("float64").to_numpy()
     repeat = purchase_days >= 2
     nps = frame["nps"].astype("float64").to_numpy()

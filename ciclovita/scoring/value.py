@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from ciclovita.value.clv import predicted_clv
+from ciclovita.value.gamma_gamma import GammaGammaParams, expected_order_value, fit_gamma_gamma
 
 from ciclovita.lifecycle import ValueSettings
 from ciclovita.value.bgnbd import BgNbdParams, expected_purchases, fit_bgnbd, p_alive
-from ciclovita.value.clv import predicted_clv
-from ciclovita.value.gamma_gamma import GammaGammaParams, expected_order_value, fit_gamma_gamma
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,9 @@ def score_value(
         )
     historical = facts["monetary_cents"].to_numpy(dtype=np.int64)
     indirect = facts["indirect_value_cents"].to_numpy(dtype=np.int64)
-    campaign_cost = facts["messages_sent"].to_numpy(dtype=np.int64) * settings.cost_per_message_cents
+    campaign_cost = (
+        facts["messages_sent"].to_numpy(dtype=np.int64) * settings.cost_per_message_cents
+    )
     predicted_cents = np.rint(np.nan_to_num(clv, nan=0.0, posinf=0.0)).astype(np.int64)
     net = (
         historical

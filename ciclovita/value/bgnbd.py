@@ -268,7 +268,9 @@ class _Objective:
         w = self.w
         value = -float(np.dot(w, ll))
         g_r = np.dot(w, d1_r[inv] - w2 * log_at - w3 * log_atx)
-        g_alpha = np.dot(w, r / alpha - w2 * rx / (alpha + self.t_obs) - w3 * rx / (alpha + self.tx))
+        g_alpha = np.dot(
+            w, r / alpha - w2 * rx / (alpha + self.t_obs) - w3 * rx / (alpha + self.tx)
+        )
         g_a = np.dot(w, w2 * d2_a[inv] + w3 * d3_a[inv])
         g_b = np.dot(w, w2 * d2_b[inv] + w3 * d3_b[inv])
         grad = -np.array([g_r * r, g_alpha * alpha, g_a * a, g_b * b], dtype=np.float64)
@@ -326,8 +328,10 @@ def fit_bgnbd(
             options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8},
         )
         converged = _converged(result, objective)
-        if best is None or (converged and not best_converged) or (
-            converged == best_converged and result.fun < best.fun
+        if (
+            best is None
+            or (converged and not best_converged)
+            or (converged == best_converged and result.fun < best.fun)
         ):
             best, best_converged = result, converged
         if converged:
@@ -380,9 +384,7 @@ def _log_odds_dead(
     pos = x > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         value = (
-            np.log(a)
-            - np.log(b + x - 1.0)
-            + (r + x) * (np.log(alpha + t_obs) - np.log(alpha + tx))
+            np.log(a) - np.log(b + x - 1.0) + (r + x) * (np.log(alpha + t_obs) - np.log(alpha + tx))
         )
     return np.asarray(np.where(pos, value, -np.inf), dtype=np.float64)
 
@@ -465,9 +467,7 @@ def expected_purchases(
     return np.asarray(np.maximum(np.nan_to_num(value, nan=0.0, posinf=0.0), 0.0))
 
 
-def expected_purchases_new_customer(
-    params: BgNbdParams, t: npt.ArrayLike
-) -> FloatArray | float:
+def expected_purchases_new_customer(params: BgNbdParams, t: npt.ArrayLike) -> FloatArray | float:
     """Unconditional expected number of repeat purchases by a new customer within ``t``.
 
     FHL (2005) eq. 9; a float for scalar ``t``, an array otherwise.

@@ -1,0 +1,1 @@
+"""Campaigns as code: the YAML language, the catalogue, the planner and its guards."""

@@ -1,0 +1,1 @@
+"""Delivery: the outbox (claim, send, record), MIME building and the senders."""

@@ -1,0 +1,35 @@
+"""Real MIME messages: multipart/alternative (text, then HTML) with the right headers."""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, make_msgid
+
+from ciclovita.delivery.message import OutgoingEmail
+
+
+def _address(email: str, name: str) -> Address:
+    local, _, domain = email.partition("@")
+    return Address(display_name=name, username=local, domain=domain)
+
+
+def build_mime(email: OutgoingEmail) -> EmailMessage:
+    """The message as an RFC 5322 document with a text and an HTML alternative."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = _address(email.from_email, email.from_name)
+    message["To"] = _address(email.to_email, email.to_name)
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    domain = email.from_email.partition("@")[2] or "localhost"
+    message["Message-ID"] = make_msgid(idstring=email.uid, domain=domain)
+    if email.reply_to:
+        message["Reply-To"] = email.reply_to
+    message["X-Ciclovita-Message-Id"] = email.uid
+    message["X-Ciclovita-Campaign"] = email.campaign
+    for name, value in email.headers.items():
+        message[name] = value
+    message.set_content(email.text, subtype="plain", charset="utf-8")
+    message.add_alternative(email.html, subtype="html", charset="utf-8")
+    return message

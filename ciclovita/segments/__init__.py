@@ -1,0 +1,1 @@
+"""Dynamic segments: the condition language, segment files, and membership recompute."""
