@@ -1,0 +1,1 @@
+"""Prefect tasks: units of batch work (score, segment, plan, deliver). Thin: they call ciclovita."""

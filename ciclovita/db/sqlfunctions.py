@@ -48,3 +48,21 @@ def _day_sqlite(element: calendar_day, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(calendar_day, "postgresql")
 def _day_postgresql(element: calendar_day, compiler: SQLCompiler, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"
+
+
+class month_day(FunctionElement[str]):  # noqa: N801
+    """``MM-DD`` of a date or timestamp column, for anniversaries."""
+
+    type = String()
+    inherit_cache = True
+    name = "month_day"
+
+
+@compiles(month_day, "sqlite")
+def _month_day_sqlite(element: month_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strftime('%m-%d', {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(month_day, "postgresql")
+def _month_day_postgresql(element: month_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)}, 'MM-DD')"

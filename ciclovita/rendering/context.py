@@ -114,7 +114,11 @@ def build_context(
             "predicted_clv_cents": recipient.predicted_clv_cents,
             "nps": recipient.nps,
         },
-        "campaign": {"name": campaign_name, "description": campaign.description},
+        "campaign": {
+            "name": campaign_name,
+            "description": campaign.description,
+            "kind": campaign.kind,
+        },
         "message": {"uid": message_uid, "variant": variant},
         "brand": {"name": brand.name, "email": brand.email},
         "locale": locale,

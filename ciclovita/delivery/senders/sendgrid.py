@@ -182,7 +182,7 @@ class SendGridSender:
             try:
                 self.requests_made += 1
                 response = self.client.send(body)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
                 error = classify(exc)
             else:
                 provider_id = response.headers.get("X-Message-Id") if response.headers else None

@@ -1,0 +1,122 @@
+"""One lifecycle cycle, step by step, without Prefect: the functions the tasks call.
+
+recompute scores and stages → recompute segments → reconcile ambiguous sends → plan each
+campaign (priority order) → deliver due messages in batches → summary. Each step is its own
+transaction, so a cycle that stops half-way resumes without duplicates: planning is
+idempotent by its unique key and delivery only takes rows still due.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from ciclovita.campaigns.catalog import Catalog
+from ciclovita.campaigns.planner import CampaignPlan, plan_campaign
+from ciclovita.db.models import CustomerScore, CycleRun, Message
+from ciclovita.scoring.recompute import RecomputeReport, recompute_scores
+from ciclovita.segments.membership import SegmentChange, close_removed_segments, recompute_segment
+
+
+def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None) -> int:
+    with engine.begin() as connection:
+        result = connection.execute(
+            CycleRun.__table__.insert()
+            .values(
+                as_of=as_of,
+                started_at=datetime.now(UTC),
+                status="running",
+                flow_run_id=flow_run_id,
+                summary={},
+            )
+            .returning(CycleRun.__table__.c.id)
+        )
+        return int(result.scalar_one())
+
+
+def finish_cycle(
+    engine: Engine, cycle_id: int, summary: dict[str, Any], status: str = "completed"
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(CycleRun)
+            .where(CycleRun.id == cycle_id)
+            .values(finished_at=datetime.now(UTC), status=status, summary=summary)
+        )
+
+
+def recompute(
+    engine: Engine, catalog: Catalog, as_of: datetime, cycle_id: int | None = None
+) -> RecomputeReport:
+    return recompute_scores(engine, catalog.lifecycle, as_of, cycle_id=cycle_id)
+
+
+def recompute_segments(
+    engine: Engine,
+    catalog: Catalog,
+    as_of: datetime,
+    cycle_id: int | None = None,
+    only: str | None = None,
+) -> list[SegmentChange]:
+    changes = []
+    with engine.begin() as connection:
+        for segment in catalog.segments:
+            if only is None or segment.name == only:
+                changes.append(recompute_segment(connection, segment, as_of, cycle_id))
+        if only is None:
+            close_removed_segments(connection, [s.name for s in catalog.segments], as_of)
+    return changes
+
+
+def plan(
+    engine: Engine,
+    catalog: Catalog,
+    campaign: str,
+    as_of: datetime,
+    *,
+    timezone: str,
+    cycle_id: int | None = None,
+) -> CampaignPlan:
+    with engine.begin() as connection:
+        return plan_campaign(
+            connection,
+            catalog,
+            catalog.campaign(campaign),
+            as_of,
+            timezone=timezone,
+            cycle_id=cycle_id,
+        )
+
+
+def stage_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(CustomerScore.stage, func.count()).group_by(CustomerScore.stage)
+        )
+        return {stage: int(n) for stage, n in rows}
+
+
+def outbox_counts(engine: Engine, cycle_id: int | None = None) -> dict[str, dict[str, int]]:
+    """Per campaign: messages by status (and skip reason), for one cycle or all time."""
+    query = select(Message.campaign, Message.status, Message.skip_reason, func.count()).group_by(
+        Message.campaign, Message.status, Message.skip_reason
+    )
+    if cycle_id is not None:
+        query = query.where(Message.cycle_id == cycle_id)
+    out: dict[str, Counter[str]] = {}
+    with engine.connect() as connection:
+        for campaign, status, reason, n in connection.execute(query):
+            key = f"skipped:{reason}" if status == "skipped" else status
+            out.setdefault(campaign, Counter())[key] += int(n)
+    return {k: dict(v) for k, v in sorted(out.items())}
+
+
+def report_dict(report: RecomputeReport) -> dict[str, Any]:
+    data = asdict(report)
+    data["as_of"] = report.as_of.isoformat()
+    data["rows_written"] = report.rows_written
+    return data
