@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select, update
 
 from ciclovita.campaigns.catalog import Catalog
 from ciclovita.campaigns.planner import CampaignPlan, plan_campaign
-from ciclovita.db.models import CustomerScore, CycleRun, Message
+from ciclovita.db.models import CustomerScore, CycleRun, Message, table_of
 from ciclovita.scoring.recompute import RecomputeReport, recompute_scores
 from ciclovita.segments.membership import SegmentChange, close_removed_segments, recompute_segment
 
@@ -25,7 +25,8 @@ from ciclovita.segments.membership import SegmentChange, close_removed_segments,
 def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None) -> int:
     with engine.begin() as connection:
         result = connection.execute(
-            CycleRun.__table__.insert()
+            table_of(CycleRun)
+            .insert()
             .values(
                 as_of=as_of,
                 started_at=datetime.now(UTC),
@@ -33,7 +34,7 @@ def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None)
                 flow_run_id=flow_run_id,
                 summary={},
             )
-            .returning(CycleRun.__table__.c.id)
+            .returning(table_of(CycleRun).c.id)
         )
         return int(result.scalar_one())
 

@@ -35,7 +35,7 @@ def _run_name() -> str:
 @flow(
     name="lifecycle-cycle",
     flow_run_name=_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
     log_prints=True,
 )
 def lifecycle_cycle(

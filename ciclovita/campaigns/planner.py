@@ -49,6 +49,7 @@ from ciclovita.campaigns.spec import (
     ScheduleTrigger,
     SegmentTrigger,
     StageTrigger,
+    localized,
 )
 from ciclovita.db.models import (
     Consent,
@@ -64,6 +65,7 @@ from ciclovita.db.models import (
     StageHistory,
     Suppression,
     SurveyResponse,
+    table_of,
 )
 from ciclovita.db.sqlfunctions import month_day
 from ciclovita.segments.conditions import InSegment, compile_condition
@@ -477,7 +479,7 @@ def _cap_counts(connection: Connection, ids: Sequence[int], since: datetime) -> 
             )
             .group_by(Message.customer_id)
         )
-        counts.update(dict(rows.all()))
+        counts.update({customer_id: int(n) for customer_id, n in rows})
     return counts
 
 
@@ -590,15 +592,19 @@ def plan_campaign(
             campaign.name, row.customer_id, spec.guards.holdout
         ):
             skip = "holdout"
-        elif (resend == "once_ever" and (
-            row.customer_id in last_sent or row.customer_id in seen_this_run
-        )) or (isinstance(resend, EveryDays) and (
-            row.customer_id in seen_this_run
-            or (
-                row.customer_id in last_sent
-                and last_sent[row.customer_id] > as_of - timedelta(days=resend.every_days)
+        elif (
+            resend == "once_ever"
+            and (row.customer_id in last_sent or row.customer_id in seen_this_run)
+        ) or (
+            isinstance(resend, EveryDays)
+            and (
+                row.customer_id in seen_this_run
+                or (
+                    row.customer_id in last_sent
+                    and last_sent[row.customer_id] > as_of - timedelta(days=resend.every_days)
+                )
             )
-        )):
+        ):
             skip = "resend_rule"
         elif capped and counts[row.customer_id] >= cap.max_messages:
             skip = "frequency_cap"
@@ -645,8 +651,7 @@ def plan_campaign(
                 as_of + timedelta(days=spec.offer.valid_days) if spec.offer.valid_days else None
             )
             key = "offer" if spec.offer.type == "coupon" else "referral"
-            description = spec.offer.description
-            text = description if isinstance(description, str) else description.get(locale, "")  # type: ignore[union-attr]
+            text = localized(spec.offer.description, locale, spec.content.fallback_locale)
             details[key] = {"code": code, "description": text, "expires_at": _iso(expires)}
             offers.append((uid, {"code": code, "description": text, "expires_at": expires}))
         messages.append(
@@ -662,7 +667,7 @@ def plan_campaign(
     plan.skipped = {reason: skipped[reason] for reason in SKIP_REASONS if skipped[reason]}
     plan.variants = dict(variants)
     if not dry_run:
-        _insert_ignoring_duplicates(connection, Message.__table__, messages)
+        _insert_ignoring_duplicates(connection, table_of(Message), messages)
         _store_offers(connection, campaign, offers, as_of)
     return plan
 
@@ -696,7 +701,7 @@ def _store_offers(
             }
             for uid, (message_id, customer_id) in ids.items()
         ]
-        _insert_ignoring_duplicates(connection, Coupon.__table__, rows)
+        _insert_ignoring_duplicates(connection, table_of(Coupon), rows)
     else:
         rows = [
             {
@@ -708,7 +713,7 @@ def _store_offers(
             }
             for uid, (_message_id, customer_id) in ids.items()
         ]
-        _insert_ignoring_duplicates(connection, Referral.__table__, rows)
+        _insert_ignoring_duplicates(connection, table_of(Referral), rows)
 
 
 def plan_all(

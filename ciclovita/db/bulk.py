@@ -68,7 +68,7 @@ def _copy_text(table: Table, frame: pd.DataFrame, columns: Sequence[str]) -> str
         out.append(text.where(series.notna(), "\\N"))
     if not out:
         return ""
-    joined = out[0].str.cat(out[1:], sep="\t") if len(out) > 1 else out[0]
+    joined = out[0].str.cat(out[1:], sep="\t") if len(out) > 1 else out[0]  # type: ignore[arg-type]
     return "\n".join(joined.tolist()) + "\n"
 
 

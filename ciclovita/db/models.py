@@ -10,7 +10,7 @@ schema; tests check the two never drift apart.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -46,6 +47,11 @@ Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class (typed as a Table, which it always is here)."""
+    return cast(Table, model.__table__)
 
 
 def _customer_fk(nullable: bool = False, ondelete: str = "CASCADE") -> Mapped[Any]:

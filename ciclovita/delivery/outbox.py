@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
-from ciclovita.db.models import Customer, CustomerScore, Message
+from ciclovita.db.models import Customer, CustomerScore, Message, table_of
 from ciclovita.delivery.message import SendOutcome
 from ciclovita.rendering.context import Recipient
 
@@ -175,8 +175,8 @@ def record_outcomes(
     ]
     if sent:
         connection.execute(
-            update(Message.__table__)
-            .where(Message.__table__.c.id == bindparam("_id"))
+            update(table_of(Message))
+            .where(table_of(Message).c.id == bindparam("_id"))
             .values(
                 status="sent",
                 sent_at=now,

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ciclovita.rendering.formatting import long_date, money, number, short_datetime
 
 
-def _filters() -> dict[str, object]:
+def _filters() -> dict[str, Callable[..., str]]:
     return {
         "money": money,
         "number": number,
@@ -38,14 +39,14 @@ def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=True,
         auto_reload=False,
     )
-    env.filters.update(_filters())  # type: ignore[arg-type]
+    env.filters.update(_filters())
     return env
 
 
 def text_environment() -> ImmutableSandboxedEnvironment:
     """For subject lines and other one-line templates written inline in YAML."""
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    env.filters.update(_filters())  # type: ignore[arg-type]
+    env.filters.update(_filters())
     return env
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,14 +36,14 @@ FACT_COLUMNS = (
 
 
 def _frame(
-    connection: Connection, query: Select[tuple[object, ...]], columns: Sequence[str]
+    connection: Connection, query: Select[Any], columns: Sequence[str]
 ) -> pd.DataFrame:
     rows = connection.execute(query).all()
-    frame = pd.DataFrame.from_records(rows, columns=list(columns))
+    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=list(columns))
     return frame.set_index("customer_id")
 
 
-def order_aggregates_query(as_of: datetime) -> Select[tuple[object, ...]]:
+def order_aggregates_query(as_of: datetime) -> Select[Any]:
     """The grouped scan of completed orders: one row per buyer."""
     return (
         select(

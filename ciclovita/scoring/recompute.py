@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from ciclovita.value.gamma_gamma import GammaGammaParams
 from sqlalchemy import Connection, Engine, select
 
 from ciclovita.db import bulk
-from ciclovita.db.models import CustomerScore, ModelRun, StageHistory
+from ciclovita.db.models import CustomerScore, ModelRun, StageHistory, table_of
 from ciclovita.db.sqlfunctions import epoch_seconds
 from ciclovita.lifecycle import STAGES, LifecycleConfig
 from ciclovita.scoring.facts import read_facts
@@ -28,6 +27,7 @@ from ciclovita.scoring.rfm import rfm_scores, rfm_segments
 from ciclovita.scoring.stages import DAY, assign_stages, estimate_entered
 from ciclovita.scoring.value import ValueModel, fit_value_model, score_value
 from ciclovita.value.bgnbd import BgNbdParams
+from ciclovita.value.gamma_gamma import GammaGammaParams
 
 # Score columns compared to decide whether a row changed (times as Unix seconds).
 COMPARED = (
@@ -155,7 +155,9 @@ def _read_current(connection: Connection) -> pd.DataFrame:
     )
     rows = connection.execute(query).all()
     columns = ["customer_id", "stage", "stage_since_s", *COMPARED[1:]]
-    frame = pd.DataFrame.from_records(rows, columns=columns).set_index("customer_id")
+    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns).set_index(
+        "customer_id"
+    )
     for name in (
         "first_order_s",
         "last_order_s",
@@ -229,7 +231,9 @@ def _record_model(connection: Connection, model: ValueModel, cycle_id: int | Non
         ("gamma_gamma", model.gamma_gamma, model.gg_log_likelihood),
     ):
         connection.execute(
-            ModelRun.__table__.insert().values(
+            table_of(ModelRun)
+            .insert()
+            .values(
                 model=name,
                 fitted_at=model.fitted_at,
                 params=params.as_dict() if params else {"note": model.note},
@@ -296,7 +300,7 @@ def _write(
     fresh = scores[~known].copy()
     fresh["stage_since_s"] = estimate_entered(fresh, fresh["stage"].to_numpy(), config, as_of)
     report.scores_inserted = bulk.insert_frame(
-        connection, CustomerScore.__table__, _to_table(fresh, as_of)
+        connection, table_of(CustomerScore), _to_table(fresh, as_of)
     )
     history = pd.DataFrame(
         {
@@ -314,11 +318,11 @@ def _write(
     moved = changed["stage"].to_numpy() != before["stage"].to_numpy()
     changed["stage_since_s"] = np.where(moved, now_s, before["stage_since_s"].to_numpy())
     report.scores_updated = bulk.update_frame(
-        connection, CustomerScore.__table__, "customer_id", _to_table(changed, as_of)
+        connection, table_of(CustomerScore), "customer_id", _to_table(changed, as_of)
     )
     movers = changed[moved]
     report.stage_rows_closed = bulk.close_open_rows(
-        connection, StageHistory.__table__, movers.index.to_numpy(), as_of
+        connection, table_of(StageHistory), movers.index.to_numpy(), as_of
     )
     transitions = pd.DataFrame(
         {
@@ -330,7 +334,7 @@ def _write(
     )
     opened = pd.concat([history, transitions], ignore_index=True) if len(movers) else history
     opened["entered_at"] = pd.to_datetime(opened["entered_at"], utc=True)
-    report.stage_rows_opened = bulk.insert_frame(connection, StageHistory.__table__, opened)
+    report.stage_rows_opened = bulk.insert_frame(connection, table_of(StageHistory), opened)
     pairs = Counter(
         f"{a}→{b}" for a, b in zip(transitions["previous_stage"], transitions["stage"], strict=True)
     )

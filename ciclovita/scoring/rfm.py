@@ -58,4 +58,5 @@ def rfm_segments(
     table = np.array([SEGMENT_GRID[row] for row in (1, 2, 3, 4, 5)], dtype=object)
     if len(r) == 0:
         return np.zeros(0, dtype=object)
-    return table[r.astype(int) - 1, np.clip(fm, 1, 5) - 1]
+    names: npt.NDArray[np.object_] = table[r.astype(int) - 1, np.clip(fm, 1, 5) - 1]
+    return names

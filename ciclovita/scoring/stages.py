@@ -60,11 +60,12 @@ def assign_stages(frame: pd.DataFrame, config: LifecycleConfig, as_of: datetime)
     new_customer = buyer & (days_since_first <= rules.new_customer.window_days)
     engaged = ~buyer & ((now - engaged_at) / DAY <= rules.engaged.window_days)
 
-    return np.select(
+    stages: np.ndarray = np.select(
         [lapsed, at_risk, advocate, loyal, new_customer, buyer, engaged],
         ["lapsed", "at_risk", "advocate", "loyal", "new_customer", "active", "engaged"],
         default="prospect",
     ).astype(object)
+    return stages
 
 
 def estimate_entered(
@@ -99,4 +100,5 @@ def estimate_entered(
         default=created,
     )
     estimate = np.where(np.isnan(estimate), now, estimate)
-    return np.minimum(estimate, now).astype(np.int64)
+    entered: np.ndarray = np.minimum(estimate, now).astype(np.int64)
+    return entered

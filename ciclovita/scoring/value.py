@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from ciclovita.value.clv import predicted_clv
-from ciclovita.value.gamma_gamma import GammaGammaParams, expected_order_value, fit_gamma_gamma
 
 from ciclovita.lifecycle import ValueSettings
 from ciclovita.value.bgnbd import BgNbdParams, expected_purchases, fit_bgnbd, p_alive
+from ciclovita.value.clv import predicted_clv
+from ciclovita.value.gamma_gamma import GammaGammaParams, expected_order_value, fit_gamma_gamma
 
 log = logging.getLogger(__name__)
 

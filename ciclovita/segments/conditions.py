@@ -52,7 +52,7 @@ class FieldType:
     """What a field holds: kind, allowed values or range, and how to read it in SQL."""
 
     kind: Literal["int", "float", "money", "choice", "text"]
-    column: Callable[[], ColumnElement[Any]]
+    column: Callable[[], Any]
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None

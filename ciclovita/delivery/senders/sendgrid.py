@@ -103,11 +103,12 @@ def _error_text(body: Any) -> str:
         return str(body)[:500]
     errors = data.get("errors") if isinstance(data, dict) else None
     if isinstance(errors, list):
-        return "; ".join(
-            f"{e.get('field') + ': ' if e.get('field') else ''}{e.get('message', '')}"
+        parts = [
+            f"{e['field']}: {e.get('message', '')}" if e.get("field") else str(e.get("message", ""))
             for e in errors
             if isinstance(e, dict)
-        )[:1000]
+        ]
+        return "; ".join(parts)[:1000]
     return str(body)[:500]
 
 
