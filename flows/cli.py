@@ -19,6 +19,8 @@ from ciclovita.lifecycle import STAGES
 def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # a busy 2-core machine can need more than Prefect's 20 s to start its local server
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def print_summary(summary: dict[str, Any], outbox_dir: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 
 from ciclovita.delivery.message import OutgoingEmail
 
@@ -23,7 +23,7 @@ def build_mime(email: OutgoingEmail) -> EmailMessage:
     message["Subject"] = email.subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     domain = email.from_email.partition("@")[2] or "localhost"
-    message["Message-ID"] = make_msgid(idstring=email.uid, domain=domain)
+    message["Message-ID"] = f"<{email.uid}@{domain}>"
     if email.reply_to:
         message["Reply-To"] = email.reply_to
     message["X-Ciclovita-Message-Id"] = email.uid
@@ -33,3 +33,13 @@ def build_mime(email: OutgoingEmail) -> EmailMessage:
     message.set_content(email.text, subtype="plain", charset="utf-8")
     message.add_alternative(email.html, subtype="html", charset="utf-8")
     return message
+
+
+# Headers are folded at RFC 5322's hard limit, not 78: a long List-Unsubscribe URL must stay a
+# plain <URL>, never an encoded word. Bodies were already encoded in 76-character lines.
+WIRE_POLICY = SMTP.clone(max_line_length=998)
+
+
+def mime_bytes(email: OutgoingEmail) -> bytes:
+    """The message as bytes ready for a .eml file or an SMTP DATA command."""
+    return build_mime(email).as_bytes(policy=WIRE_POLICY)

@@ -118,7 +118,7 @@ def compute_scores(
         frame.loc[buyer, "m_score"] = m
         frame.loc[buyer, "rfm_segment"] = rfm_segments(r, f, m)
     value = score_value(facts, model, as_of, config.value)
-    frame = frame.join(value)
+    frame = frame.join(value.drop(columns=[c for c in value.columns if c in frame.columns]))
     frame["stage"] = assign_stages(frame, config, as_of)
     return frame
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ciclovita.delivery.message import OutgoingEmail, SendOutcome
-from ciclovita.delivery.mime import build_mime
+from ciclovita.delivery.mime import mime_bytes
 from ciclovita.delivery.senders.base import register_sender
 
 
@@ -32,7 +32,7 @@ class FileSender:
             target = self.path_of(email.campaign, email.uid)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                data = build_mime(email).as_bytes()
+                data = mime_bytes(email)
                 handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
                 with os.fdopen(handle, "wb") as stream:
                     stream.write(data)
