@@ -196,8 +196,10 @@ def money_cents(value: str, options: Options) -> int:
     example = "12,50 or 12.50" if options.decimal_comma else "12.50"
     normalized = value.replace(",", ".", 1) if options.decimal_comma else value
     if not _NUMBER.fullmatch(normalized):
-        hint = "" if options.decimal_comma or "," not in value else (
-            " (a decimal comma is accepted only in ';'-separated files)"
+        hint = (
+            ""
+            if options.decimal_comma or "," not in value
+            else (" (a decimal comma is accepted only in ';'-separated files)")
         )
         raise CellError(f"not an amount; use digits with up to 2 decimals, e.g. {example}{hint}")
     amount = Decimal(normalized)
@@ -413,11 +415,15 @@ def read_header(kind: Kind, cells: Sequence[str], source: str) -> tuple[Header, 
 
 @dataclass(slots=True)
 class Row:
-    """One valid data row: its line, external id and values by target."""
+    """One data row: its line, external id ("" when not given) and values by target.
+
+    A row with problems is not ``valid``; its values are then incomplete.
+    """
 
     line: int
     key: str
     values: dict[str, Any] = field(default_factory=dict)
+    valid: bool = True
 
 
 def shown(value: str) -> str:
@@ -435,8 +441,8 @@ def read_row(
     source: str,
     options: Options,
     problems: list[Problem],
-) -> Row | None:
-    """The row's values, or None after appending its problems to ``problems``."""
+) -> Row:
+    """The row's values; its problems, if any, are appended to ``problems``."""
     found: list[Problem] = []
     if len(cells) > len(header.fields):
         extra = ",".join(cells[len(header.fields) :])
@@ -462,7 +468,8 @@ def read_row(
         cell = raw.strip()
         if spec is None:
             if cell:
-                found.append(Problem(source, "a value in a column without a name", line))
+                message = "a value in a column without a name (name it in the first line)"
+                found.append(Problem(source, message, line, value=shown(raw)))
             continue
         if not cell:
             if spec.required:
@@ -479,12 +486,8 @@ def read_row(
         found.append(
             Problem(source, "a customer cannot refer themselves", line, "referred_by", key)
         )
-    if found:
-        problems.extend(found)
-        return None
-    if key is None:  # an event without event_id: derived in ``event_key``
-        key = ""
-    return Row(line, key, values)
+    problems.extend(found)
+    return Row(line, key or "", values, valid=not found)
 
 
 def event_key(row: Row, occurrence: int) -> str:
