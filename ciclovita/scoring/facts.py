@@ -35,9 +35,7 @@ FACT_COLUMNS = (
 )
 
 
-def _frame(
-    connection: Connection, query: Select[Any], columns: Sequence[str]
-) -> pd.DataFrame:
+def _frame(connection: Connection, query: Select[Any], columns: Sequence[str]) -> pd.DataFrame:
     rows = connection.execute(query).all()
     frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=list(columns))
     return frame.set_index("customer_id")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,9 +23,19 @@ from ciclovita.db.models import CustomerScore, ModelRun, StageHistory, table_of
 from ciclovita.db.sqlfunctions import epoch_seconds
 from ciclovita.lifecycle import STAGES, LifecycleConfig
 from ciclovita.scoring.facts import read_facts
-from ciclovita.scoring.rfm import rfm_scores, rfm_segments
+from ciclovita.scoring.rfm import (
+    quintile_breakpoints,
+    rfm_scores,
+    rfm_segments,
+    scores_from_breakpoints,
+)
 from ciclovita.scoring.stages import DAY, assign_stages, estimate_entered
-from ciclovita.scoring.value import ValueModel, fit_value_model, score_value
+from ciclovita.scoring.value import (
+    ValueModel,
+    clv_percentile_points,
+    fit_value_model,
+    score_value,
+)
 from ciclovita.value.bgnbd import BgNbdParams
 from ciclovita.value.gamma_gamma import GammaGammaParams
 
@@ -89,16 +99,48 @@ class RecomputeReport:
         )
 
 
+def _rfm_inputs(frame: pd.DataFrame, as_of: datetime) -> tuple[np.ndarray, ...]:
+    """Buyer mask and the goodness of recency, frequency, monetary (higher is better)."""
+    buyer = frame["order_count"].to_numpy() > 0
+    last = frame["last_order_s"].astype("float64").to_numpy()
+    recency_days = np.floor((as_of.timestamp() - last) / DAY)
+    return (
+        buyer,
+        -recency_days,
+        frame["purchase_days"].to_numpy(dtype=float),
+        frame["monetary_cents"].to_numpy(dtype=float),
+    )
+
+
+def build_reference(
+    facts: pd.DataFrame, model: ValueModel, config: LifecycleConfig, as_of: datetime
+) -> ValueModel:
+    """Fix, at fit time, the RFM breakpoints and CLV percentiles of the whole population.
+
+    Until the next refit, scores are read against this reference, so a customer's R/F/M and
+    CLV quantile change only when their own figures do (and a recompute after a few new
+    orders writes only those customers).
+    """
+    buyer, recency, frequency, monetary = _rfm_inputs(facts, as_of)
+    reference: dict[str, Any] = {
+        "recency": quintile_breakpoints(recency[buyer]),
+        "frequency": quintile_breakpoints(frequency[buyer]),
+        "monetary": quintile_breakpoints(monetary[buyer]),
+    }
+    values = score_value(facts, model, as_of, config.value)
+    reference["clv"] = clv_percentile_points(
+        values["predicted_clv_cents"].to_numpy(dtype=float)[buyer]
+    )
+    return replace(model, reference=reference)
+
+
 def compute_scores(
     facts: pd.DataFrame, model: ValueModel, config: LifecycleConfig, as_of: datetime
 ) -> pd.DataFrame:
     """Every score column for every customer in ``facts`` (pure: no database)."""
     frame = facts.copy()
-    buyer = frame["order_count"].to_numpy() > 0
-    now = as_of.timestamp()
-    last = frame["last_order_s"].astype("float64").to_numpy()
-    recency_days = np.floor((now - last) / DAY)
-    frame["days_since_last_order"] = pd.array(np.where(buyer, recency_days, np.nan), dtype="Int64")
+    buyer, recency, frequency, monetary = _rfm_inputs(frame, as_of)
+    frame["days_since_last_order"] = pd.array(np.where(buyer, -recency, np.nan), dtype="Int64")
     frame["repeat_purchases"] = np.maximum(frame["purchase_days"].to_numpy() - 1, 0)
     orders = frame["order_count"].to_numpy()
     frame["avg_order_cents"] = np.where(
@@ -108,11 +150,13 @@ def compute_scores(
         frame[column] = pd.array([pd.NA] * len(frame), dtype="Int64")
     frame["rfm_segment"] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     if buyer.any():
-        r, f, m = rfm_scores(
-            recency_days[buyer],
-            frame["purchase_days"].to_numpy()[buyer],
-            frame["monetary_cents"].to_numpy()[buyer],
-        )
+        reference = model.reference
+        if reference.get("recency") is not None:
+            r = scores_from_breakpoints(recency[buyer], reference["recency"])
+            f = scores_from_breakpoints(frequency[buyer], reference["frequency"])
+            m = scores_from_breakpoints(monetary[buyer], reference["monetary"])
+        else:
+            r, f, m = rfm_scores(-recency[buyer], frequency[buyer], monetary[buyer])
         frame.loc[buyer, "r_score"] = r
         frame.loc[buyer, "f_score"] = f
         frame.loc[buyer, "m_score"] = m
@@ -192,55 +236,68 @@ def latest_model(connection: Connection, as_of: datetime, max_age_days: int) -> 
     """The last converged fit younger than ``max_age_days`` (and not after ``as_of``)."""
     if max_age_days <= 0:
         return None
-    runs: dict[str, ModelRun] = {}
-    for model in ("bgnbd", "gamma_gamma"):
-        run = connection.execute(
-            select(ModelRun)
-            .where(
-                ModelRun.model == model,
-                ModelRun.converged.is_(True),
-                ModelRun.fitted_at <= as_of,
-                ModelRun.fitted_at > as_of - timedelta(days=max_age_days),
+    runs: dict[str, Any] = {}
+    for model in ("bgnbd", "gamma_gamma", "reference"):
+        run = (
+            connection.execute(
+                select(table_of(ModelRun))
+                .where(
+                    ModelRun.model == model,
+                    ModelRun.converged.is_(True),
+                    ModelRun.fitted_at <= as_of,
+                    ModelRun.fitted_at > as_of - timedelta(days=max_age_days),
+                )
+                .order_by(ModelRun.fitted_at.desc(), ModelRun.id.desc())
+                .limit(1)
             )
-            .order_by(ModelRun.fitted_at.desc(), ModelRun.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+            .mappings()
+            .first()
+        )
         if run is None:
             return None
         runs[model] = run
     bg, gg = runs["bgnbd"], runs["gamma_gamma"]
-    if bg.time_unit != gg.time_unit:
+    if bg["time_unit"] != gg["time_unit"]:
         return None
     return ValueModel(
-        bgnbd=BgNbdParams(**bg.params),
-        gamma_gamma=GammaGammaParams(**gg.params),
-        bgnbd_log_likelihood=bg.log_likelihood,
-        gg_log_likelihood=gg.log_likelihood,
-        n_customers=bg.n_customers,
-        n_fitted=bg.n_fitted,
+        bgnbd=BgNbdParams(**bg["params"]),
+        gamma_gamma=GammaGammaParams(**gg["params"]),
+        bgnbd_log_likelihood=bg["log_likelihood"],
+        gg_log_likelihood=gg["log_likelihood"],
+        n_customers=bg["n_customers"],
+        n_fitted=bg["n_fitted"],
         converged=True,
-        time_unit=bg.time_unit,
-        fitted_at=bg.fitted_at,
+        time_unit=bg["time_unit"],
+        fitted_at=bg["fitted_at"],
         reused=True,
+        reference=dict(runs["reference"]["params"]),
     )
 
 
 def _record_model(connection: Connection, model: ValueModel, cycle_id: int | None) -> None:
-    for name, params, loglik in (
-        ("bgnbd", model.bgnbd, model.bgnbd_log_likelihood),
-        ("gamma_gamma", model.gamma_gamma, model.gg_log_likelihood),
-    ):
+    """Keep the fit: both models' parameters and log-likelihoods, and the score reference."""
+    note = {"note": model.note}
+    rows: list[tuple[str, dict[str, Any], float | None]] = [
+        ("bgnbd", model.bgnbd.as_dict() if model.bgnbd else note, model.bgnbd_log_likelihood),
+        (
+            "gamma_gamma",
+            model.gamma_gamma.as_dict() if model.gamma_gamma else note,
+            model.gg_log_likelihood,
+        ),
+        ("reference", model.reference, None),
+    ]
+    for name, params, loglik in rows:
         connection.execute(
             table_of(ModelRun)
             .insert()
             .values(
                 model=name,
                 fitted_at=model.fitted_at,
-                params=params.as_dict() if params else {"note": model.note},
+                params=params,
                 log_likelihood=loglik,
                 n_customers=model.n_customers,
                 n_fitted=model.n_fitted,
-                converged=model.converged and params is not None,
+                converged=model.converged,
                 time_unit=model.time_unit,
                 cycle_id=cycle_id,
             )
@@ -271,7 +328,9 @@ def recompute_scores(
         lap("read_facts")
         model = None if refit else latest_model(connection, as_of, config.value.refit_after_days)
         if model is None:
-            model = fit_value_model(facts, as_of, config.value)
+            model = build_reference(
+                facts, fit_value_model(facts, as_of, config.value), config, as_of
+            )
             _record_model(connection, model, cycle_id)
         report.model = model.summary()
         lap("fit_value_model")

@@ -60,3 +60,31 @@ def rfm_segments(
         return np.zeros(0, dtype=object)
     names: npt.NDArray[np.object_] = table[r.astype(int) - 1, np.clip(fm, 1, 5) - 1]
     return names
+
+
+def quintile_breakpoints(goodness: npt.ArrayLike) -> list[float | None]:
+    """Thresholds for scores 2-5: the lowest value that earned each score (None: nobody did).
+
+    Scoring new values with ``scores_from_breakpoints`` gives exactly ``quintile_scores`` on
+    the population the breakpoints came from, and depends on nothing but the value itself
+    afterwards, so a customer's score changes only when their own figures do.
+    """
+    values = np.asarray(goodness, dtype=float)
+    scores = quintile_scores(values)
+    out: list[float | None] = []
+    for score in (2, 3, 4, 5):
+        reached = values[scores >= score]
+        out.append(float(reached.min()) if reached.size else None)
+    return out
+
+
+def scores_from_breakpoints(
+    goodness: npt.ArrayLike, breakpoints: list[float | None]
+) -> npt.NDArray[np.int8]:
+    """Score 1 plus one for every breakpoint the value reaches."""
+    values = np.asarray(goodness, dtype=float)
+    scores = np.ones(values.shape, dtype=np.int8)
+    for threshold in breakpoints:
+        if threshold is not None:
+            scores += (values >= threshold).astype(np.int8)
+    return scores

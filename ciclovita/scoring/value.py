@@ -10,7 +10,7 @@ a completed order get zero predicted value and no P(alive) (NULL: not yet a cust
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ class ValueModel:
     fitted_at: datetime
     reused: bool = False
     note: str = ""
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,11 @@ class ValueModel:
             "reused": self.reused,
             "note": self.note,
         }
+
+    @property
+    def clv_percentiles(self) -> list[float] | None:
+        value = self.reference.get("clv")
+        return list(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -187,14 +193,27 @@ def score_value(
     )
     if model.bgnbd is None:
         out.loc[buyer, "p_alive"] = np.nan
-    out["clv_quantile"] = _clv_quantile(out["predicted_clv_cents"].to_numpy(), buyer)
+    out["clv_quantile"] = clv_quantile(
+        out["predicted_clv_cents"].to_numpy(), buyer, model.clv_percentiles
+    )
     return out
 
 
-def _clv_quantile(clv: np.ndarray, buyer: np.ndarray) -> np.ndarray:
-    """Percentile rank (0-1] of predicted CLV among buyers; NaN for non-buyers."""
+def clv_percentile_points(clv_cents: np.ndarray) -> list[float]:
+    """The 0th-100th percentiles of buyers' predicted CLV: the reference for quantiles."""
+    if clv_cents.size == 0:
+        return []
+    return [float(v) for v in np.percentile(clv_cents, np.arange(101))]
+
+
+def clv_quantile(clv: np.ndarray, buyer: np.ndarray, percentiles: list[float] | None) -> np.ndarray:
+    """Where each buyer's predicted CLV falls (0-1, two decimals) in the reference
+    distribution of the last fit; NaN for non-buyers. Depends only on the customer's own CLV."""
     quantile = np.full(len(clv), np.nan)
     if buyer.any():
-        ranks = pd.Series(clv[buyer]).rank(method="max", pct=True).to_numpy()
-        quantile[buyer] = np.round(ranks, 6)
+        points = np.asarray(percentiles if percentiles else clv_percentile_points(clv[buyer]))
+        share = np.linspace(0.0, 1.0, len(points))
+        # the highest percentile whose value the CLV reaches (ties: the top of the tie)
+        index = np.searchsorted(points, clv[buyer], side="right") - 1
+        quantile[buyer] = np.round(share[np.clip(index, 0, len(points) - 1)], 2)
     return quantile
