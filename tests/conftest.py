@@ -136,3 +136,46 @@ def sqlite_engine(tmp_path: Path, sqlite_template: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{path}")
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real, temporary Prefect server for the test session; yields its API URL.
+
+    The URL is also exported as ``PREFECT_API_URL`` so that ``ciclovita`` subprocesses run
+    their flows against the same server.
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        url = str(PREFECT_API_URL.value())
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.fixture
+def app_settings(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Point ciclovita's settings (through the environment) at the test database and a fresh
+    outbox; yields the outbox directory."""
+    from ciclovita.runtime import reset_runtimes
+
+    for name in list(os.environ):
+        if name.startswith("CICLOVITA_") and name != "CICLOVITA_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    outbox = tmp_path / "outbox"
+    monkeypatch.setenv("CICLOVITA_DATABASE_URL", database_url)
+    monkeypatch.setenv("CICLOVITA_OUTBOX_DIR", str(outbox))
+    monkeypatch.setenv("CICLOVITA_SENDER", "file")
+    reset_runtimes()
+    yield outbox
+    reset_runtimes()
