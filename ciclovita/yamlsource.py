@@ -146,7 +146,7 @@ def problems_from_validation(
         loc: Path_ = tuple(item["loc"])
         data_loc = _data_path(document.data, loc)
         field_name = ".".join(str(part) for part in data_loc) or "(document)"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         ctx = item.get("ctx") or {}
         if item["type"] == "extra_forbidden":
             parent = _model_at(model, data_loc[:-1])
@@ -180,20 +180,33 @@ def problems_from_validation(
 def _data_path(data: Any, loc: Path_) -> Path_:
     """The part of a pydantic ``loc`` that names real keys in the data.
 
-    Pydantic inserts union tags (model or function names) into ``loc``; those are dropped.
-    A last element missing from the data (a required field) is kept.
+    Pydantic inserts union tags (model or function names, or a tag that may also be a key,
+    like ``event``) into ``loc``. Each part is either followed into the data or dropped,
+    whichever explains more of the rest of ``loc``. A last part missing from the data (a
+    required field, an unknown key) is kept.
     """
-    node = data
-    out: list[str | int] = []
-    for index, part in enumerate(loc):
-        in_mapping = isinstance(node, dict) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_mapping or in_list:
-            out.append(part)
-            node = node[part]
-        elif index == len(loc) - 1 and isinstance(node, dict):
-            out.append(part)
-    return tuple(out)
+
+    def walk(node: Any, index: int) -> tuple[int, Path_]:
+        if index == len(loc):
+            return 0, ()
+        part = loc[index]
+        skipped = walk(node, index + 1)
+        best = skipped
+        child: Any = _MISSING
+        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            child = node[part]
+        if child is not _MISSING:
+            score, rest = walk(child, index + 1)
+            if score + 1 > best[0]:
+                best = (score + 1, (part, *rest))
+        elif index == len(loc) - 1 and isinstance(node, dict) and best[0] == 0:
+            best = (1, (part,))
+        return best
+
+    return walk(data, 0)[1]
+
+
+_MISSING = object()
 
 
 def validate_document(document: YamlDocument, model: type[ModelT]) -> ModelT:

@@ -24,7 +24,7 @@ def _prefect_environment() -> None:
 
 
 def print_summary(summary: dict[str, Any], outbox_dir: str | None) -> None:
-    stages = Table(title="Customers per lifecycle stage")
+    stages = Table(title="Lifecycle stages")
     stages.add_column("stage")
     stages.add_column("customers", justify="right")
     for stage in STAGES:

@@ -335,7 +335,8 @@ def trigger_query(
             .select_from(Customer)
             .outerjoin(CustomerScore, score_join)
         )
-        return TriggerQuery(query, lambda row: {}, f"schedule:{trigger.schedule}")
+        edition = {"schedule": {"at": _iso(slot), "expression": trigger.schedule}}
+        return TriggerQuery(query, lambda row: edition, f"schedule:{trigger.schedule}")
     raise TypeError(f"unknown trigger {trigger!r}")
 
 
@@ -395,7 +396,11 @@ def _date_query(trigger: DateTrigger, as_of: datetime, timezone: str) -> Trigger
     if trigger.date != "birth_date":  # the day itself is not an anniversary
         query = query.where(column < as_of - timedelta(days=300))
     name = trigger.date
-    return TriggerQuery(query, lambda row: {"date": {"kind": name}}, f"date:{name}")
+    return TriggerQuery(
+        query,
+        lambda row: {"date": {"kind": name, "year": int(row.occurrence_key.rsplit(":", 1)[1])}},
+        f"date:{name}",
+    )
 
 
 def audience_clause(campaign: LoadedCampaign, as_of: datetime) -> Any:

@@ -292,7 +292,11 @@ class Policy(_Strict):
     frequency_cap: FrequencyCap = FrequencyCap()
     quiet_hours: QuietHours | None = None
     sender: Sender | None = None
-    unsubscribe_topic: Literal["marketing", "newsletter"] = "marketing"
+    unsubscribe_topic: Literal["marketing", "surveys", "newsletter"] = Field(
+        "marketing",
+        description="Consent an unsubscribe link withdraws when the campaign requires none.",
+    )
+    website: str | None = Field(None, description="The shop's address, for links in emails.")
 
 
 def localized(text: LocalizedText, locale: str, fallback: str) -> str:

@@ -87,9 +87,10 @@ class MessageBuilder:
 
     def brand(self, campaign: LoadedCampaign) -> Brand:
         sender = campaign.spec.content.sender or self.catalog.policy.sender
+        website = self.catalog.policy.website
         if sender is not None:
-            return Brand(sender.name or self.settings.from_name, str(sender.email))
-        return Brand(self.settings.from_name, self.settings.from_email)
+            return Brand(sender.name or self.settings.from_name, str(sender.email), website=website)
+        return Brand(self.settings.from_name, self.settings.from_email, website=website)
 
     def build(self, row: Any, recipient: Recipient) -> OutgoingEmail:
         campaign = self.campaigns.get(row.campaign)
@@ -99,7 +100,7 @@ class MessageBuilder:
             )
         spec = campaign.spec
         brand = self.brand(campaign)
-        topic = self.catalog.policy.unsubscribe_topic
+        topic = spec.required_consent or self.catalog.policy.unsubscribe_topic
         context = build_context(
             recipient=recipient,
             campaign_name=campaign.name,

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ciclovita.campaigns.spec import Campaign, EventTrigger, SegmentTrigger, StageTrigger
+from ciclovita.campaigns.spec import (
+    Campaign,
+    DateTrigger,
+    EventTrigger,
+    ScheduleTrigger,
+    SegmentTrigger,
+    StageTrigger,
+)
 from ciclovita.links import LinkBuilder
 
 ALWAYS = frozenset(
@@ -60,6 +67,7 @@ class Brand:
     name: str
     email: str
     reply_to: str | None = None
+    website: str | None = None
 
 
 def context_variables(campaign: Campaign) -> frozenset[str]:
@@ -74,6 +82,10 @@ def context_variables(campaign: Campaign) -> frozenset[str]:
         names.add("stage")
     if isinstance(trigger, SegmentTrigger):
         names.add("segment")
+    if isinstance(trigger, DateTrigger):
+        names.add("date")
+    if isinstance(trigger, ScheduleTrigger):
+        names.add("schedule")
     if campaign.offer is not None:
         names.add("offer" if campaign.offer.type == "coupon" else "referral")
     if campaign.survey:
@@ -120,19 +132,19 @@ def build_context(
             "kind": campaign.kind,
         },
         "message": {"uid": message_uid, "variant": variant},
-        "brand": {"name": brand.name, "email": brand.email},
+        "brand": {"name": brand.name, "email": brand.email, "website": brand.website},
         "locale": locale,
         "links": {
             "unsubscribe": links.unsubscribe(recipient.customer_id, message_uid, unsubscribe_topic),
             "preferences": links.preferences(recipient.customer_id),
         },
     }
-    for key in ("order", "event", "stage", "segment", "offer"):
+    for key in ("order", "event", "stage", "segment", "offer", "date", "schedule"):
         if key in details:
             context[key] = _with_times(details[key])
     if "referral" in details:
         code = details["referral"]["code"]
-        context["referral"] = {**details["referral"], "url": links.referral(code)}
+        context["referral"] = {**_with_times(details["referral"]), "url": links.referral(code)}
     if campaign.survey:
         context["survey"] = [
             {"score": score, "url": links.survey(recipient.customer_id, message_uid, score)}
