@@ -312,7 +312,23 @@ def recompute_scores(
     cycle_id: int | None = None,
     refit: bool = False,
 ) -> RecomputeReport:
-    """Recompute every customer's scores and stage as of ``as_of``; write only changes."""
+    """Recompute every customer's scores and stage as of ``as_of``; write only changes.
+
+    One transaction: a failed recompute leaves the previous scores in place.
+    """
+    with engine.begin() as connection:
+        return recompute_scores_on(connection, config, as_of, cycle_id=cycle_id, refit=refit)
+
+
+def recompute_scores_on(
+    connection: Connection,
+    config: LifecycleConfig,
+    as_of: datetime | None = None,
+    *,
+    cycle_id: int | None = None,
+    refit: bool = False,
+) -> RecomputeReport:
+    """The recompute inside the caller's transaction (``ciclovita plan`` rolls it back)."""
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     report = RecomputeReport(as_of=as_of)
     clock = time.perf_counter()
@@ -323,23 +339,20 @@ def recompute_scores(
         report.timings[name] = round(now - clock, 3)
         clock = now
 
-    with engine.begin() as connection:
-        facts = read_facts(connection, as_of, config.engaged.events)
-        lap("read_facts")
-        model = None if refit else latest_model(connection, as_of, config.value.refit_after_days)
-        if model is None:
-            model = build_reference(
-                facts, fit_value_model(facts, as_of, config.value), config, as_of
-            )
-            _record_model(connection, model, cycle_id)
-        report.model = model.summary()
-        lap("fit_value_model")
-        scores = compute_scores(facts, model, config, as_of)
-        lap("score")
-        current = _read_current(connection)
-        lap("read_current")
-        _write(connection, scores, current, config, as_of, report)
-        lap("write")
+    facts = read_facts(connection, as_of, config.engaged.events)
+    lap("read_facts")
+    model = None if refit else latest_model(connection, as_of, config.value.refit_after_days)
+    if model is None:
+        model = build_reference(facts, fit_value_model(facts, as_of, config.value), config, as_of)
+        _record_model(connection, model, cycle_id)
+    report.model = model.summary()
+    lap("fit_value_model")
+    scores = compute_scores(facts, model, config, as_of)
+    lap("score")
+    current = _read_current(connection)
+    lap("read_current")
+    _write(connection, scores, current, config, as_of, report)
+    lap("write")
     report.customers = len(scores)
     counts = Counter(scores["stage"].tolist())
     report.stage_counts = {stage: counts.get(stage, 0) for stage in STAGES}
