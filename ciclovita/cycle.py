@@ -9,16 +9,16 @@ idempotent by its unique key and delivery only takes rows still due.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from ciclovita.campaigns.catalog import Catalog
-from ciclovita.campaigns.planner import CampaignPlan, plan_campaign
+from ciclovita.campaigns.planner import CampaignPlan, plan_all, plan_campaign
 from ciclovita.db.models import CustomerScore, CycleRun, Message, table_of
-from ciclovita.scoring.recompute import RecomputeReport, recompute_scores
+from ciclovita.scoring.recompute import RecomputeReport, recompute_scores, recompute_scores_on
 from ciclovita.segments.membership import SegmentChange, close_removed_segments, recompute_segment
 
 
@@ -63,14 +63,49 @@ def recompute_segments(
     cycle_id: int | None = None,
     only: str | None = None,
 ) -> list[SegmentChange]:
-    changes = []
     with engine.begin() as connection:
-        for segment in catalog.segments:
-            if only is None or segment.name == only:
-                changes.append(recompute_segment(connection, segment, as_of, cycle_id))
-        if only is None:
-            close_removed_segments(connection, [s.name for s in catalog.segments], as_of)
+        return recompute_segments_on(connection, catalog, as_of, cycle_id, only)
+
+
+def recompute_segments_on(
+    connection: Connection,
+    catalog: Catalog,
+    as_of: datetime,
+    cycle_id: int | None = None,
+    only: str | None = None,
+) -> list[SegmentChange]:
+    changes = []
+    for segment in catalog.segments:
+        if only is None or segment.name == only:
+            changes.append(recompute_segment(connection, segment, as_of, cycle_id))
+    if only is None:
+        close_removed_segments(connection, [s.name for s in catalog.segments], as_of)
     return changes
+
+
+@dataclass
+class DryRun:
+    """What the next cycle would do; nothing of it is kept."""
+
+    as_of: datetime
+    stage_counts: dict[str, int]
+    transitions: dict[str, int]
+    segments: list[SegmentChange]
+    plans: list[CampaignPlan]
+
+
+def dry_run(engine: Engine, catalog: Catalog, as_of: datetime, *, timezone: str) -> DryRun:
+    """Recompute, segment and plan exactly as a cycle would, inside a transaction that is
+    rolled back: the report is real, the database is left as it was."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            report = recompute_scores_on(connection, catalog.lifecycle, as_of)
+            segments = recompute_segments_on(connection, catalog, as_of)
+            plans = plan_all(connection, catalog, as_of, timezone=timezone)
+        finally:
+            transaction.rollback()
+    return DryRun(as_of, report.stage_counts, report.transitions, segments, plans)
 
 
 def plan(

@@ -100,7 +100,7 @@ def planned_details(
     campaign: LoadedCampaign, connection: Connection, locale: str
 ) -> dict[str, Any]:
     """The details dict the planner stores on the outbox row for this campaign."""
-    found = trigger_query(campaign, connection, AS_OF, "Europe/Rome")
+    found = trigger_query(campaign, AS_OF, "Europe/Rome")
     details: dict[str, Any] = found.details(planner_row(locale)) if found else {}  # type: ignore[arg-type]
     offer = campaign.spec.offer
     if offer is not None:  # as plan_campaign does

@@ -131,9 +131,18 @@ def load_campaign(
 
 def load_catalog(directory: Path) -> Catalog:
     """Everything in the campaigns directory; InputError lists every problem found."""
+    catalog, problems = collect_catalog(directory)
+    if problems:
+        raise InputError(problems)
+    return catalog
+
+
+def collect_catalog(directory: Path) -> tuple[Catalog, list[Problem]]:
+    """What loads of the campaigns directory, and every problem found (for validation)."""
     problems: list[Problem] = []
     if not directory.is_dir():
-        raise InputError([Problem(str(directory), "campaigns directory not found")])
+        problems.append(Problem(str(directory), "campaigns directory not found"))
+        return Catalog((), (), Policy(), LifecycleConfig(), directory), problems
     lifecycle = LifecycleConfig()
     try:
         lifecycle = load_lifecycle(directory)
@@ -152,11 +161,5 @@ def load_catalog(directory: Path) -> Catalog:
             problems.extend(exc.problems)
     names = [s.name for s in segments]
     campaigns = [load_campaign(path, names, problems) for path in campaign_files(directory)]
-    if problems:
-        raise InputError(problems)
     loaded = tuple(c for c in campaigns if c is not None)
-    return Catalog(loaded, tuple(segments), policy, lifecycle, directory)
-
-
-def read_document(path: Path) -> YamlDocument:
-    return read_yaml(path)
+    return Catalog(loaded, tuple(segments), policy, lifecycle, directory), problems

@@ -6,7 +6,7 @@ import re
 from datetime import time, timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -48,10 +48,16 @@ def parse_time_of_day(value: Any) -> time:
 
 
 Duration = Annotated[
-    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+\s*(m|h|d|w)\s*$", "examples": ["1d"]}),
 ]
 TimeOfDay = Annotated[
     time,
     BeforeValidator(parse_time_of_day),
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^([01]?\d|2[0-3]):[0-5]\d$", "examples": ["09:00"]}
+    ),
 ]

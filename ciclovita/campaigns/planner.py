@@ -155,9 +155,7 @@ def _window(column: Any, as_of: datetime, delay: timedelta, expires: timedelta) 
     return and_(column > as_of - delay - expires, column <= as_of - delay)
 
 
-def trigger_query(
-    campaign: LoadedCampaign, connection: Connection, as_of: datetime, timezone: str
-) -> TriggerQuery | None:
+def trigger_query(campaign: LoadedCampaign, as_of: datetime, timezone: str) -> TriggerQuery | None:
     """The due occurrences of a campaign's trigger (None: nothing can be due now)."""
     trigger = campaign.spec.trigger
     score_join = CustomerScore.customer_id == Customer.id
@@ -465,6 +463,10 @@ def _last_sent(connection: Connection, campaign: str, ids: Sequence[int]) -> dic
     return found
 
 
+def _parse_time(value: str | None) -> datetime | None:
+    return _aware(value) if value else None
+
+
 def _aware(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
@@ -503,6 +505,18 @@ def _insert_ignoring_duplicates(
         connection.execute(statement, list(part))
 
 
+def offer_details(
+    campaign: LoadedCampaign, locale: str, as_of: datetime, code: str
+) -> tuple[str, dict[str, Any]]:
+    """The outbox details of a generated offer: ``("offer" | "referral", {code, …})``."""
+    spec = campaign.spec
+    assert spec.offer is not None
+    expires = as_of + timedelta(days=spec.offer.valid_days) if spec.offer.valid_days else None
+    key = "offer" if spec.offer.type == "coupon" else "referral"
+    text = localized(spec.offer.description, locale, spec.content.fallback_locale)
+    return key, {"code": code, "description": text, "expires_at": _iso(expires)}
+
+
 def campaign_inactive_reason(campaign: LoadedCampaign, as_of: datetime) -> str | None:
     spec = campaign.spec
     today = as_of.date()
@@ -533,7 +547,7 @@ def plan_campaign(
     if reason:
         plan.active, plan.inactive_reason = False, reason
         return plan
-    found = trigger_query(campaign, connection, as_of, timezone)
+    found = trigger_query(campaign, as_of, timezone)
     if found is None:
         return plan
     already = exists(
@@ -651,14 +665,9 @@ def plan_campaign(
                 cap_usage[row.customer_id] += 1
         variants[variant] += 1
         if spec.offer is not None:
-            code = _code(spec.offer.prefix)
-            expires = (
-                as_of + timedelta(days=spec.offer.valid_days) if spec.offer.valid_days else None
-            )
-            key = "offer" if spec.offer.type == "coupon" else "referral"
-            text = localized(spec.offer.description, locale, spec.content.fallback_locale)
-            details[key] = {"code": code, "description": text, "expires_at": _iso(expires)}
-            offers.append((uid, {"code": code, "description": text, "expires_at": expires}))
+            key, offer = offer_details(campaign, locale, as_of, _code(spec.offer.prefix))
+            details[key] = offer
+            offers.append((uid, offer))
         messages.append(
             {
                 **record,
@@ -702,7 +711,7 @@ def _store_offers(
                 "message_id": message_id,
                 "description": by_uid[uid]["description"][:200],
                 "created_at": as_of,
-                "expires_at": by_uid[uid]["expires_at"],
+                "expires_at": _parse_time(by_uid[uid]["expires_at"]),
             }
             for uid, (message_id, customer_id) in ids.items()
         ]

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from ciclovita.db.models import Customer, CustomerScore, Message, table_of
 from ciclovita.delivery.message import SendOutcome
+from ciclovita.delivery.recipients import RECIPIENT_COLUMNS, recipient_from_row
 from ciclovita.rendering.context import Recipient
 
 CLAIM_LEASE = timedelta(minutes=15)
@@ -91,47 +92,14 @@ def load_batch(connection: Connection, ids: Sequence[int]) -> list[tuple[Any, Re
             Message.stage,
             Message.details,
             Message.claimed_by,
-            Customer.id.label("customer_id"),
-            Customer.external_id,
-            Customer.first_name,
-            Customer.last_name,
-            Customer.locale.label("customer_locale"),
-            Customer.timezone,
-            Customer.country,
-            Customer.attributes,
-            CustomerScore.stage.label("current_stage"),
-            CustomerScore.rfm_segment,
-            CustomerScore.order_count,
-            CustomerScore.monetary_cents,
-            CustomerScore.predicted_clv_cents,
-            CustomerScore.nps,
+            *RECIPIENT_COLUMNS,
         )
         .join(Customer, Customer.id == Message.customer_id)
         .outerjoin(CustomerScore, CustomerScore.customer_id == Customer.id)
         .where(Message.id.in_(list(ids)))
         .order_by(Message.id)
     ).all()
-    out = []
-    for row in rows:
-        recipient = Recipient(
-            customer_id=row.customer_id,
-            external_id=row.external_id,
-            email=row.to_email,
-            first_name=row.first_name or "",
-            last_name=row.last_name or "",
-            locale=row.customer_locale,
-            timezone=row.timezone,
-            country=row.country,
-            attributes=dict(row.attributes or {}),
-            stage=row.current_stage,
-            rfm_segment=row.rfm_segment,
-            order_count=row.order_count or 0,
-            monetary_cents=row.monetary_cents or 0,
-            predicted_clv_cents=row.predicted_clv_cents or 0,
-            nps=row.nps,
-        )
-        out.append((row, recipient))
-    return out
+    return [(row, recipient_from_row(row, email=row.to_email)) for row in rows]
 
 
 def mark_sending(
