@@ -61,6 +61,9 @@ def read_facts(
     connection: Connection, as_of: datetime, engagement_events: Sequence[str]
 ) -> pd.DataFrame:
     """Every customer's facts as of ``as_of`` (customers created later are left out)."""
+    if connection.dialect.name == "postgresql":
+        # room for the grouped scans to hash in memory, for this transaction only
+        connection.exec_driver_sql("SET LOCAL work_mem = '256MB'")
     customers = _frame(
         connection,
         select(
@@ -105,25 +108,20 @@ def read_facts(
         ),
         ["customer_id", "nps"],
     )
-    referred_orders = (
-        select(Order.customer_id, func.sum(Order.amount_cents).label("revenue"))
-        .where(Order.status == "completed", Order.placed_at <= as_of)
-        .group_by(Order.customer_id)
-        .subquery()
+    converted = and_(Referral.converted_at.is_not(None), Referral.converted_at <= as_of)
+    referee_revenue = (
+        select(Referral.referrer_id, func.sum(Order.amount_cents))
+        .join(Order, Order.customer_id == Referral.referee_id)
+        .where(converted, Order.status == "completed", Order.placed_at <= as_of)
+        .group_by(Referral.referrer_id)
     )
     referrals = _frame(
         connection,
-        select(
-            Referral.referrer_id,
-            func.count(Referral.id),
-            func.coalesce(func.sum(referred_orders.c.revenue), 0),
-        )
-        .select_from(Referral)
-        .outerjoin(referred_orders, referred_orders.c.customer_id == Referral.referee_id)
-        .where(Referral.converted_at.is_not(None), Referral.converted_at <= as_of)
+        select(Referral.referrer_id, func.count(Referral.id))
+        .where(converted)
         .group_by(Referral.referrer_id),
-        ["customer_id", "converted_referrals", "indirect_value_cents"],
-    )
+        ["customer_id", "converted_referrals"],
+    ).join(_frame(connection, referee_revenue, ["customer_id", "indirect_value_cents"]), how="left")
     sent = _frame(
         connection,
         select(Message.customer_id, func.count())

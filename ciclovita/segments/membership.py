@@ -53,6 +53,8 @@ def recompute_segment(
         .order_by(SegmentRun.computed_at.desc(), SegmentRun.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+    open_count = select(func.count()).where(m.segment == segment.name, m.exited_at.is_(None))
+    before = connection.execute(open_count).scalar_one()
     exited = connection.execute(
         update(m)
         .where(
@@ -68,17 +70,17 @@ def recompute_segment(
             and_(m.segment == segment.name, m.customer_id == matching.c.id, m.exited_at.is_(None))
         )
     )
-    entered = connection.execute(
+    connection.execute(
         insert(m).from_select(
             ["segment", "customer_id", "entered_at"],
             select(literal(segment.name), matching.c.id, literal(as_of, m.entered_at.type)).where(
                 ~open_member
             ),
         )
-    ).rowcount
-    size = connection.execute(
-        select(func.count()).where(m.segment == segment.name, m.exited_at.is_(None))
-    ).scalar_one()
+    )
+    size = connection.execute(open_count).scalar_one()
+    # INSERT … SELECT row counts are not reliable across drivers: count instead
+    entered = size - before + exited
     connection.execute(
         insert(SegmentRun).values(
             segment=segment.name,
