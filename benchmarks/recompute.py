@@ -30,7 +30,9 @@ from typing import Any
 
 AS_OF = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 DATA_DIR = Path(__file__).resolve().parent / ".data"
-PG_ADMIN = os.environ.get("CICLOVITA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN = os.environ.get(
+    "CICLOVITA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def database_url(backend: str, customers: int) -> str:
@@ -42,7 +44,9 @@ def database_url(backend: str, customers: int) -> str:
 
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).first()
         if not exists:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
@@ -67,13 +71,23 @@ def _build(url: str, customers: int, mean_orders: float) -> dict[str, Any]:
         with engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
     engine.dispose()
-    return {"existing": summary.existing, "orders": summary.orders, "seconds": time.perf_counter() - started}
+    return {
+        "existing": summary.existing,
+        "orders": summary.orders,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _reset_scores(engine: Any) -> None:
     """Start from no scores, no history, no segments: a true full recompute."""
     with engine.begin() as connection:
-        for table in ("segment_runs", "segment_memberships", "stage_history", "customer_scores", "model_runs"):
+        for table in (
+            "segment_runs",
+            "segment_memberships",
+            "stage_history",
+            "customer_scores",
+            "model_runs",
+        ):
             connection.exec_driver_sql(f"DELETE FROM {table}")
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -87,7 +101,8 @@ def _bare_scan(engine: Any) -> tuple[float, int]:
     started = time.perf_counter()
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
-            "SELECT customer_id, count(*), max(placed_at), sum(amount_cents) FROM orders GROUP BY customer_id"
+            "SELECT customer_id, count(*), max(placed_at), sum(amount_cents) "
+            "FROM orders GROUP BY customer_id"
         ).fetchall()
     return time.perf_counter() - started, len(rows)
 
@@ -123,9 +138,10 @@ def _measure(url: str, result: Any) -> None:
         placed = AS_OF - timedelta(hours=2)
         connection.execute(
             text(
-                "INSERT INTO orders (external_id, customer_id, placed_at, amount_cents, currency, status, created_at) "
-                "SELECT 'bench-1pct-' || CAST(id AS VARCHAR), id, :placed, 4200, 'EUR', 'completed', :placed "
-                "FROM customers WHERE id % :step = 0"
+                "INSERT INTO orders (external_id, customer_id, placed_at, amount_cents, "
+                "currency, status, created_at) "
+                "SELECT 'bench-1pct-' || CAST(id AS VARCHAR), id, :placed, 4200, 'EUR', "
+                "'completed', :placed FROM customers WHERE id % :step = 0"
             ),
             {"placed": placed.replace(tzinfo=None), "step": step},
         )
@@ -147,7 +163,9 @@ def _measure(url: str, result: Any) -> None:
             "ratio_to_bare_scan": round(total / bare, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "stage_counts": report.stage_counts,
-            "model": {k: report.model[k] for k in ("bgnbd", "gamma_gamma", "n_fitted", "converged")},
+            "model": {
+                k: report.model[k] for k in ("bgnbd", "gamma_gamma", "n_fitted", "converged")
+            },
             "segments": {c.segment: c.size for c in changes},
             "one_percent": {
                 "customers_changed": changed_customers,
@@ -179,7 +197,9 @@ def _build_child(url: str, customers: int, mean_orders: float, result: Any) -> N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--mean-orders", type=float, default=10.0)
@@ -187,7 +207,10 @@ def main() -> None:
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
     for backend in backends:
         url = database_url(backend, args.customers)
-        print(f"== {backend}: {args.customers:,} customers, ~{args.mean_orders:g} orders each", flush=True)
+        print(
+            f"== {backend}: {args.customers:,} customers, ~{args.mean_orders:g} orders each",
+            flush=True,
+        )
         built = run_child(_build_child, url, args.customers, args.mean_orders)
         print(
             f"data: {'reused' if built['existing'] else 'built'} ({built['orders']:,} orders) "

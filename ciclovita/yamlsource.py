@@ -193,7 +193,9 @@ def _data_path(data: Any, loc: Path_) -> Path_:
         skipped = walk(node, index + 1)
         best = skipped
         child: Any = _MISSING
-        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+        if isinstance(node, dict):
+            child = node.get(part, _MISSING)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             child = node[part]
         if child is not _MISSING:
             score, rest = walk(child, index + 1)

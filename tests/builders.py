@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,7 +54,15 @@ class World:
             session.add(customer)
             session.flush()
             for topic in consents:
-                session.add(Consent(customer_id=customer.id, topic=topic, granted=True, source="test", recorded_at=self.ago(created_days_ago)))
+                session.add(
+                    Consent(
+                        customer_id=customer.id,
+                        topic=topic,
+                        granted=True,
+                        source="test",
+                        recorded_at=self.ago(created_days_ago),
+                    )
+                )
             for days in orders_days_ago:
                 session.add(
                     Order(
@@ -67,7 +76,13 @@ class World:
                 )
             return int(customer.id)
 
-    def order(self, customer_id: int, days_ago: float, amount_cents: int = 5_000, status: str = "completed") -> int:
+    def order(
+        self,
+        customer_id: int,
+        days_ago: float,
+        amount_cents: int = 5_000,
+        status: str = "completed",
+    ) -> int:
         with Session(self.engine) as session, session.begin():
             order = Order(
                 external_id=f"o-{next(_ids)}",
@@ -83,8 +98,25 @@ class World:
 
     def event(self, customer_id: int, kind: str, days_ago: float) -> None:
         with Session(self.engine) as session, session.begin():
-            session.add(Event(external_id=f"e-{next(_ids)}", customer_id=customer_id, type=kind, occurred_at=self.ago(days_ago), properties={}))
+            session.add(
+                Event(
+                    external_id=f"e-{next(_ids)}",
+                    customer_id=customer_id,
+                    type=kind,
+                    occurred_at=self.ago(days_ago),
+                    properties={},
+                )
+            )
 
     def nps(self, customer_id: int, score: int, days_ago: float = 1) -> None:
         with Session(self.engine) as session, session.begin():
-            session.add(SurveyResponse(customer_id=customer_id, kind="nps", score=score, answered_at=self.ago(days_ago)))
+            session.add(
+                SurveyResponse(
+                    customer_id=customer_id, kind="nps", score=score, answered_at=self.ago(days_ago)
+                )
+            )
+
+
+def dict_of(rows: Iterable[Any]) -> dict[Any, Any]:
+    """Two-column query rows as a dict."""
+    return {key: value for key, value in rows}

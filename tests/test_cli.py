@@ -17,9 +17,17 @@ from ciclovita.settings import REPOSITORY_ROOT
 CLI = [sys.executable, "-m", "ciclovita"]
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        [*CLI, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -41,7 +49,17 @@ def test_demo_data_then_run_twice_sends_nothing_twice(
     engine: Engine, cli_env: dict[str, str], tmp_path: Path, prefect_server: str
 ) -> None:
     as_of = "2026-06-16T09:00:00"
-    made = run_cli("demo-data", "--customers", "300", "--seed", "5", "--as-of", as_of, env=cli_env, cwd=tmp_path)
+    made = run_cli(
+        "demo-data",
+        "--customers",
+        "300",
+        "--seed",
+        "5",
+        "--as-of",
+        as_of,
+        env=cli_env,
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Customer)).scalar_one() == 300
@@ -59,7 +77,10 @@ def test_demo_data_then_run_twice_sends_nothing_twice(
     assert second.returncode == 0, second.stderr
     assert sorted((tmp_path / "outbox").glob("*/*.eml")) == files
     with engine.connect() as connection:
-        assert connection.execute(select(func.count()).where(Message.status == "sent")).scalar_one() == sent
+        assert (
+            connection.execute(select(func.count()).where(Message.status == "sent")).scalar_one()
+            == sent
+        )
 
 
 def test_bad_campaign_file_stops_everything_with_file_and_line(
@@ -69,7 +90,9 @@ def test_bad_campaign_file_stops_everything_with_file_and_line(
     shutil.copytree(REPOSITORY_ROOT / "campaigns", campaigns)
     broken = campaigns / "thank_you.yaml"
     broken.write_text(
-        broken.read_text().replace("  delay: 1d ", "  delay: one day ").replace("priority: 80", "priority: 80\ncolour: red")
+        broken.read_text()
+        .replace("  delay: 1d ", "  delay: one day ")
+        .replace("priority: 80", "priority: 80\ncolour: red")
     )
     cli_env["CICLOVITA_CAMPAIGNS_DIR"] = str(campaigns)
     result = run_cli("run", "--no-send", env=cli_env, cwd=tmp_path)
@@ -87,7 +110,9 @@ def test_unknown_setting_fails_at_start_up(cli_env: dict[str, str], tmp_path: Pa
     assert "CICLOVITA_SENDR: unknown setting, did you mean CICLOVITA_SENDER?" in result.stderr
 
 
-def test_bad_csv_row_imports_nothing(engine: Engine, cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_bad_csv_row_imports_nothing(
+    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     csv = tmp_path / "customers.csv"
     csv.write_text("customer_id,email,locale\nC1,anna@example.com,it\nC2,bruno@example.com,fr\n")
     result = run_cli("import", "customers", str(csv), env=cli_env, cwd=tmp_path)

@@ -7,6 +7,7 @@ Demo data in, one cycle: stages computed, thank-you notes planned, rendered and 
 from __future__ import annotations
 
 import email
+import email.message
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
@@ -16,11 +17,18 @@ from sqlalchemy import Engine, func, select
 
 from ciclovita.db.models import Consent, CustomerScore, Message, Order
 from ciclovita.ingest.demo import generate_demo_data
+from tests.builders import dict_of
 
 # 11:00 in Rome: inside every send window, so nothing is held for quiet hours
 AS_OF = datetime(2026, 6, 16, 9, 0, tzinfo=UTC)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
+
+
+def _part(message: email.message.EmailMessage, subtype: str) -> str:
+    body = message.get_body((subtype,))
+    assert body is not None, f"no text/{subtype} part"
+    return str(body.get_content())
 
 
 def _eml_files(outbox: Path) -> list[Path]:
@@ -45,12 +53,14 @@ def test_cycle_sends_thank_you_notes_once(engine: Engine, app_settings: Path) ->
                 Order.placed_at <= AS_OF - timedelta(days=1),
             )
         ).scalar_one()
-        statuses = dict(
+        statuses = dict_of(
             connection.execute(
-                select(Message.status, func.count()).where(Message.campaign == "thank_you").group_by(Message.status)
+                select(Message.status, func.count())
+                .where(Message.campaign == "thank_you")
+                .group_by(Message.status)
             ).all()
         )
-        reasons = dict(
+        reasons = dict_of(
             connection.execute(
                 select(Message.skip_reason, func.count())
                 .where(Message.status == "skipped")
@@ -72,22 +82,30 @@ def test_cycle_sends_thank_you_notes_once(engine: Engine, app_settings: Path) ->
         parts = [part.get_content_type() for part in message.iter_parts()]
         assert parts == ["text/plain", "text/html"]
         assert message["X-Ciclovita-Message-Id"] == path.stem
-        assert message["List-Unsubscribe"].startswith("<http") and message["List-Unsubscribe"].endswith(">")
+        assert message["List-Unsubscribe"].startswith("<http") and message[
+            "List-Unsubscribe"
+        ].endswith(">")
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        text = message.get_body(("plain",)).get_content()
-        html = message.get_body(("html",)).get_content()
+        text = _part(message, "plain")
+        html = _part(message, "html")
         assert "{{" not in text and "{{" not in html
         assert 'style="' in html  # CSS inlined for email clients
-        assert message["Subject"].startswith(("Grazie per il tuo ordine", "Thank you for your order"))
+        assert message["Subject"].startswith(
+            ("Grazie per il tuo ordine", "Thank you for your order")
+        )
 
     # only customers with marketing consent were written to
     with engine.connect() as connection:
         sent_to = set(
-            connection.execute(select(Message.customer_id).where(Message.status == "sent")).scalars()
+            connection.execute(
+                select(Message.customer_id).where(Message.status == "sent")
+            ).scalars()
         )
         consenting = set(
             connection.execute(
-                select(Consent.customer_id).where(Consent.topic == "marketing", Consent.granted.is_(True))
+                select(Consent.customer_id).where(
+                    Consent.topic == "marketing", Consent.granted.is_(True)
+                )
             ).scalars()
         )
     assert sent_to <= consenting

@@ -12,7 +12,7 @@ from ciclovita.db.models import CustomerScore, ModelRun, StageHistory
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.lifecycle import STAGES, LifecycleConfig
 from ciclovita.scoring.recompute import recompute_scores
-from tests.builders import World
+from tests.builders import World, dict_of
 
 AS_OF = datetime(2026, 6, 15, 10, tzinfo=UTC)
 
@@ -29,9 +29,18 @@ def test_stages_and_history_on_hand_made_customers(engine: Engine) -> None:
     assert report.customers == 4
     assert report.scores_inserted == 4 and report.stage_rows_opened == 4
     with engine.connect() as connection:
-        stages = dict(connection.execute(select(CustomerScore.customer_id, CustomerScore.stage)).all())
-        since = dict(connection.execute(select(CustomerScore.customer_id, CustomerScore.stage_since)).all())
-    assert stages == {prospect: "prospect", engaged: "engaged", newbie: "new_customer", lapsed: "lapsed"}
+        stages = dict_of(
+            connection.execute(select(CustomerScore.customer_id, CustomerScore.stage)).all()
+        )
+        since = dict_of(
+            connection.execute(select(CustomerScore.customer_id, CustomerScore.stage_since)).all()
+        )
+    assert stages == {
+        prospect: "prospect",
+        engaged: "engaged",
+        newbie: "new_customer",
+        lapsed: "lapsed",
+    }
     # first classification: entry estimated from history, not "now"
     assert since[newbie] == AS_OF - timedelta(days=5)
     assert since[lapsed] == AS_OF - timedelta(days=500) + timedelta(days=365)
@@ -44,12 +53,24 @@ def test_stages_and_history_on_hand_made_customers(engine: Engine) -> None:
     assert second.stage_rows_closed == 1 and second.stage_rows_opened == 1
     with engine.connect() as connection:
         history = connection.execute(
-            select(StageHistory.stage, StageHistory.previous_stage, StageHistory.entered_at, StageHistory.exited_at)
+            select(
+                StageHistory.stage,
+                StageHistory.previous_stage,
+                StageHistory.entered_at,
+                StageHistory.exited_at,
+            )
             .where(StageHistory.customer_id == prospect)
             .order_by(StageHistory.id)
         ).all()
-    assert [(h.stage, h.previous_stage) for h in history] == [("prospect", None), ("new_customer", "prospect")]
-    assert history[0].exited_at == later and history[1].entered_at == later and history[1].exited_at is None
+    assert [(h.stage, h.previous_stage) for h in history] == [
+        ("prospect", None),
+        ("new_customer", "prospect"),
+    ]
+    assert (
+        history[0].exited_at == later
+        and history[1].entered_at == later
+        and history[1].exited_at is None
+    )
 
 
 def test_rerun_writes_nothing_and_one_change_writes_one_row(engine: Engine) -> None:
@@ -80,7 +101,9 @@ def test_value_is_never_nan_and_prospects_have_no_p_alive(engine: Engine) -> Non
     recompute_scores(engine, LifecycleConfig(), AS_OF)
     with Session(engine) as session:
         rows = session.execute(select(CustomerScore)).scalars().all()
-        runs = session.execute(select(ModelRun.model, ModelRun.params, ModelRun.log_likelihood)).all()
+        runs = session.execute(
+            select(ModelRun.model, ModelRun.params, ModelRun.log_likelihood)
+        ).all()
     assert {r.model for r in runs} == {"bgnbd", "gamma_gamma", "reference"}
     fits = [r for r in runs if r.model != "reference"]
     assert all(r.log_likelihood is not None and r.log_likelihood < 0 for r in fits)
@@ -103,9 +126,13 @@ def test_tiny_history_gets_well_defined_values(engine: Engine) -> None:
     report = recompute_scores(engine, LifecycleConfig(), AS_OF)
     assert "too little history" in report.model["note"]
     with Session(engine) as session:
-        row = session.execute(select(CustomerScore).where(CustomerScore.customer_id == one)).scalar_one()
+        row = session.execute(
+            select(CustomerScore).where(CustomerScore.customer_id == one)
+        ).scalar_one()
     assert row.stage == "active"
-    assert row.p_alive is None and row.predicted_clv_cents == 0 and row.expected_order_cents == 5_000
+    assert (
+        row.p_alive is None and row.predicted_clv_cents == 0 and row.expected_order_cents == 5_000
+    )
 
 
 @pytest.mark.parametrize("refit", [True])

@@ -29,7 +29,9 @@ def test_defaults_are_the_embedded_set_up(tmp_path: Path) -> None:
     assert settings.templates_dir == REPOSITORY_ROOT / "templates"
 
 
-def test_values_from_environment_and_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_values_from_environment_and_env_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (tmp_path / ".env").write_text("CICLOVITA_SENDER=console\nCICLOVITA_OUTBOX_DIR=/tmp/x\n")
     monkeypatch.setenv("CICLOVITA_SENDGRID_HOST", "http://127.0.0.1:4010/")
     settings = load_settings()
@@ -50,13 +52,17 @@ def test_bad_sender_names_the_setting_and_choices(monkeypatch: pytest.MonkeyPatc
 
 def test_bad_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CICLOVITA_DATABASE_URL", "mysql://localhost/x")
-    with pytest.raises(ConfigurationError, match="CICLOVITA_DATABASE_URL.*sqlite:// and postgresql://"):
+    with pytest.raises(
+        ConfigurationError, match=r"CICLOVITA_DATABASE_URL.*sqlite:// and postgresql://"
+    ):
         load_settings()
 
 
 def test_unknown_setting_suggests_the_close_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CICLOVITA_SENDR", "file")
-    with pytest.raises(ConfigurationError, match="CICLOVITA_SENDR: unknown setting, did you mean CICLOVITA_SENDER"):
+    with pytest.raises(
+        ConfigurationError, match="CICLOVITA_SENDR: unknown setting, did you mean CICLOVITA_SENDER"
+    ):
         load_settings()
 
 
@@ -84,5 +90,5 @@ def test_bad_number_and_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     monkeypatch.delenv("CICLOVITA_SENDGRID_CONCURRENCY")
     monkeypatch.setenv("CICLOVITA_TIMEZONE", "Mars/Olympus")
-    with pytest.raises(ConfigurationError, match="CICLOVITA_TIMEZONE.*IANA"):
+    with pytest.raises(ConfigurationError, match=r"CICLOVITA_TIMEZONE.*IANA"):
         load_settings()

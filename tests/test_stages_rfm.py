@@ -58,8 +58,12 @@ def test_each_stage_from_its_rule() -> None:
         customer(orders=1, first_days_ago=10, last_days_ago=10),
         customer(orders=1, first_days_ago=60, last_days_ago=60),
         customer(orders=5, first_days_ago=300, last_days_ago=20, rfm="Champions", p_alive=0.9),
-        customer(orders=5, first_days_ago=300, last_days_ago=20, rfm="Champions", p_alive=0.9, nps=10),
-        customer(orders=4, first_days_ago=300, last_days_ago=20, rfm="Loyal", p_alive=0.8, referrals=1),
+        customer(
+            orders=5, first_days_ago=300, last_days_ago=20, rfm="Champions", p_alive=0.9, nps=10
+        ),
+        customer(
+            orders=4, first_days_ago=300, last_days_ago=20, rfm="Loyal", p_alive=0.8, referrals=1
+        ),
         customer(orders=2, first_days_ago=400, last_days_ago=130),
         customer(orders=3, first_days_ago=900, last_days_ago=400),
     ) == [
@@ -95,8 +99,12 @@ def test_at_risk_from_own_rhythm_and_from_p_alive() -> None:
 
 
 def test_thresholds_come_from_the_config() -> None:
-    config = LifecycleConfig.model_validate({"lapsed": {"after_days": 200}, "at_risk": {"after_days": 100}})
-    assert stages_of(customer(orders=2, first_days_ago=400, last_days_ago=250), config=config) == ["lapsed"]
+    config = LifecycleConfig.model_validate(
+        {"lapsed": {"after_days": 200}, "at_risk": {"after_days": 100}}
+    )
+    assert stages_of(customer(orders=2, first_days_ago=400, last_days_ago=250), config=config) == [
+        "lapsed"
+    ]
 
 
 def test_config_rejects_crossed_windows() -> None:
@@ -113,7 +121,9 @@ def test_first_entry_is_estimated_from_history() -> None:
     frame = pd.DataFrame(rows)
     for column in ("first_order_s", "last_order_s", "last_engaged_s"):
         frame[column] = frame[column].astype("Float64")
-    entered = estimate_entered(frame, np.array(["new_customer", "lapsed", "prospect"]), LifecycleConfig(), AS_OF)
+    entered = estimate_entered(
+        frame, np.array(["new_customer", "lapsed", "prospect"]), LifecycleConfig(), AS_OF
+    )
     assert entered[0] == pytest.approx(NOW - 10 * DAY)
     assert entered[1] == pytest.approx(NOW - 400 * DAY + 365 * DAY)
     assert entered[2] == pytest.approx(NOW - 400 * DAY)

@@ -46,7 +46,7 @@ def _defined_here(ast: nodes.Template) -> set[str]:
             names.add(node.target)
         elif isinstance(node, nodes.Macro):
             names.add(node.name)
-        else:
+        elif isinstance(node, nodes.Assign):
             names.update(n.name for n in node.target.find_all(nodes.Name))
     return names
 
@@ -154,7 +154,7 @@ def check_campaign(
     source = str(campaign.source)
     allowed = context_variables(spec)
     problems: list[Problem] = []
-    templates = [("content", "template", spec.content.template)]
+    templates: list[tuple[str, str | int, str]] = [("content", "template", spec.content.template)]
     templates += [
         ("variants", index, variant.template)
         for index, variant in enumerate(spec.variants)
@@ -189,15 +189,15 @@ def check_campaign(
         (("content", "preheader"), spec.content.preheader),
     ]
     texts += [(("variants", i, "subject"), v.subject) for i, v in enumerate(spec.variants)]
-    for where, text in texts:
+    for path, text in texts:
         if not isinstance(text, str | dict):
             continue
-        label = ".".join(str(part) for part in where)
+        label = ".".join(str(part) for part in path)
         for locale in spec.content.locales:
             line = (
-                campaign.line_of(*where, locale)
+                campaign.line_of(*path, locale)
                 if isinstance(text, dict)
-                else campaign.line_of(*where)
+                else campaign.line_of(*path)
             )
             found = checker.check_inline(
                 localized(text, locale, spec.content.fallback_locale), allowed, source, line, label

@@ -9,6 +9,7 @@ Timestamp columns are ``datetime64`` in UTC and are written as naive UTC, like
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -49,27 +50,28 @@ def _python_rows(
     return list(zip(*prepared, strict=True))
 
 
-def _copy_text(table: Table, frame: pd.DataFrame, columns: Sequence[str]) -> str:
-    """The frame in PostgreSQL COPY text format."""
-    out: list[pd.Series] = []
+def _copy_csv(table: Table, frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    """The frame as CSV for ``COPY … (FORMAT csv, NULL '\\N')``, formatted by pandas in C.
+
+    Times become naive UTC text, JSON values JSON text; a missing value is ``\\N`` (so an
+    empty string stays an empty string).
+    """
+    prepared = pd.DataFrame(index=frame.index)
     for name in columns:
         series = frame[name]
         if _is_time(table, name):
-            text = pd.to_datetime(series, utc=True).dt.tz_localize(None).dt.strftime(_SQLITE_TIME)
-        elif pd.api.types.is_bool_dtype(series):
-            text = series.map({True: "t", False: "f"})
-        elif pd.api.types.is_float_dtype(series):
-            text = series.map(repr)
-        elif pd.api.types.is_integer_dtype(series):
-            text = series.astype("Int64").astype(str)
-        else:
-            text = series.astype(str).str.replace("\\", "\\\\", regex=False)
-            text = text.str.replace("\t", "\\t", regex=False).str.replace("\n", "\\n", regex=False)
-        out.append(text.where(series.notna(), "\\N"))
-    if not out:
-        return ""
-    joined = out[0].str.cat(out[1:], sep="\t") if len(out) > 1 else out[0]  # type: ignore[arg-type]
-    return "\n".join(joined.tolist()) + "\n"
+            series = pd.to_datetime(series, utc=True).dt.tz_localize(None)
+        elif series.dtype == object and len(series) and _holds_json(series):
+            series = series.map(lambda v: None if v is None else json.dumps(v, ensure_ascii=False))
+        prepared[name] = series
+    return prepared.to_csv(
+        header=False, index=False, na_rep="\\N", date_format=_SQLITE_TIME, lineterminator="\n"
+    )
+
+
+def _holds_json(series: pd.Series) -> bool:
+    first = series.dropna()
+    return not first.empty and isinstance(first.iloc[0], dict | list)
 
 
 def insert_frame(connection: Connection, table: Table, frame: pd.DataFrame) -> int:
@@ -98,8 +100,9 @@ def _copy_into(
     with raw.cursor() as cursor:
         for start in range(0, len(frame), CHUNK_ROWS):
             part = frame.iloc[start : start + CHUNK_ROWS]
-            buffer = io.StringIO(_copy_text(table, part, columns))
-            with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN") as copy:
+            buffer = io.StringIO(_copy_csv(table, part, columns))
+            statement = f"COPY {target} ({', '.join(columns)}) FROM STDIN (FORMAT csv, NULL '\\N')"
+            with cursor.copy(statement) as copy:
                 while chunk := buffer.read(1 << 20):
                     copy.write(chunk)
 
