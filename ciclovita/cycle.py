@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from ciclovita.campaigns.catalog import Catalog
 from ciclovita.campaigns.planner import CampaignPlan, plan_all, plan_campaign
 from ciclovita.db.models import CustomerScore, CycleRun, Message, table_of
+from ciclovita.referrals import convert_referrals
 from ciclovita.scoring.recompute import RecomputeReport, recompute_scores, recompute_scores_on
 from ciclovita.segments.membership import SegmentChange, close_removed_segments, recompute_segment
 
@@ -53,6 +54,9 @@ def finish_cycle(
 def recompute(
     engine: Engine, catalog: Catalog, as_of: datetime, cycle_id: int | None = None
 ) -> RecomputeReport:
+    """Convert referral codes used in orders, then recompute scores and stages."""
+    with engine.begin() as connection:
+        convert_referrals(connection, as_of)
     return recompute_scores(engine, catalog.lifecycle, as_of, cycle_id=cycle_id)
 
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = Field(
         None, description="Public key (base64) that verifies SendGrid's signed event webhook."
     )
+    sendgrid_webhook_max_age_seconds: int = Field(
+        600, ge=30, le=86_400, description="Oldest signed webhook timestamp accepted (replays)."
+    )
     send_cap_per_run: int = Field(
         100_000, ge=0, description="Most messages one run may send before it stops (0: none)."
     )

@@ -24,9 +24,9 @@ from ciclovita.delivery import outbox
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.lifecycle import LifecycleConfig
 from ciclovita.links import sign
+from ciclovita.referrals import convert_referrals
 from ciclovita.runtime import Runtime
 from ciclovita.scoring.recompute import recompute_scores
-from ciclovita.web.referrals import convert_referrals
 from tests.builders import World
 from tests.web_support import (  # noqa: F401 - the fixtures signing_key and web
     SECRET,

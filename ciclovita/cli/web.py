@@ -57,7 +57,7 @@ def convert_referrals_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Convert open referrals whose code was used in a completed order."""
-    from ciclovita.web.referrals import convert_referrals
+    from ciclovita.referrals import convert_referrals
 
     rt = runtime()
     with rt.engine.begin() as connection:

@@ -104,6 +104,12 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_customer_placed", "customer_id", "placed_at"),
         Index("ix_orders_placed_at", "placed_at"),
+        Index(
+            "ix_orders_referral_code",
+            "referral_code",
+            sqlite_where=text("referral_code IS NOT NULL"),
+            postgresql_where=text("referral_code IS NOT NULL"),
+        ),
         CheckConstraint("amount_cents >= 0", name="amount"),
         CheckConstraint(
             "status IN ('completed', 'pending', 'cancelled', 'refunded')", name="status"
@@ -401,6 +407,8 @@ class DeliveryEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
+
+    __table_args__ = (Index("ix_delivery_events_email_event", "email", "event"),)
 
 
 class Suppression(Base):

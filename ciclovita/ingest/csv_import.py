@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -46,6 +47,7 @@ from ciclovita.db.types import utcnow
 from ciclovita.errors import InputError, Problem
 from ciclovita.ingest import csv_rows
 from ciclovita.ingest.csv_rows import ID_COLUMN, Header, Kind, Options, Row
+from ciclovita.referrals import convert_referrals
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
@@ -73,6 +75,7 @@ class ImportReport:
     unchanged: int = 0
     skipped: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    referrals_converted: int = 0
 
     @property
     def skipped_rows(self) -> int:
@@ -86,6 +89,11 @@ class ImportReport:
             f"{self.kind} from {self.path}: {self.rows_read} rows read: {self.inserted} "
             f"inserted, {self.updated} updated, {self.unchanged} unchanged{skipped} "
             f"in {self.seconds:.1f}s"
+            + (
+                f"; {self.referrals_converted} referrals converted"
+                if self.referrals_converted
+                else ""
+            )
         )
 
 
@@ -125,6 +133,10 @@ def import_csv(
                 writer.finish()
                 if problems and not skip_bad_rows:
                     raise InputError(sorted(problems, key=_line))
+                if kind == "orders":  # orders carrying a referral code convert the referral
+                    report.referrals_converted = convert_referrals(
+                        connection, datetime.now(UTC)
+                    ).converted
         except UnicodeDecodeError:
             raise InputError([_not_utf8(path)]) from None
     report.skipped = sorted(problems, key=_line)

@@ -36,6 +36,7 @@ import json
 import math
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -44,7 +45,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from faker import Faker
-from sqlalchemy import ColumnElement, Connection, Engine, Select, Table, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, Table, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from ciclovita.db.bulk import insert_frame
 from ciclovita.db.models import Consent, Customer, Event, Order, Referral, SurveyResponse
@@ -60,6 +62,9 @@ Indices = npt.NDArray[np.intp]
 DEMO_PREFIX: Final = "demo-"
 DAY_S: Final = 86_400
 WRITE_CHUNK_ROWS: Final = 250_000
+# Loads of at least this many rows into PostgreSQL check foreign keys and build secondary
+# indexes once at the end instead of row by row (see _deferred_checks).
+BULK_LOAD_MIN_ROWS: Final = 1_000_000
 PILOT_CUSTOMERS: Final = 50_000
 NAME_POOL_SIZE: Final = 3_000
 CURRENCY: Final = "EUR"
@@ -1154,10 +1159,17 @@ def _write(connection: Connection, data: _DemoData) -> DemoSummary:
         "consents": _consent_frames(data, keys),
         "survey_responses": _survey_frames(data, keys),
     }
-    written = {
-        name: sum(insert_frame(connection, _table(_MODELS[name]), frame) for frame in chunks)
-        for name, chunks in frames.items()
-    }
+    rows = (
+        data.customers.n
+        + len(data.orders.customer)
+        + len(data.events.customer)
+        + len(data.consents.customer)
+    )
+    with _deferred_checks(connection, list(_MODELS), rows):
+        written = {
+            name: sum(insert_frame(connection, _table(_MODELS[name]), frame) for frame in chunks)
+            for name, chunks in frames.items()
+        }
     if connection.dialect.name == "postgresql":
         for name in _MODELS:
             # Explicit ids bypass the sequences: move them past what was written, and give
@@ -1175,6 +1187,63 @@ def _write(connection: Connection, data: _DemoData) -> DemoSummary:
         survey_responses=written["survey_responses"],
         referrals=written["referrals"],
     )
+
+
+_FOREIGN_KEYS: Final = """
+SELECT cl.relname, co.conname, pg_get_constraintdef(co.oid)
+FROM pg_constraint co JOIN pg_class cl ON cl.oid = co.conrelid
+WHERE co.contype = 'f' AND cl.relname = ANY(:tables)
+  AND cl.relnamespace = current_schema()::regnamespace
+ORDER BY cl.relname, co.conname
+"""
+_SECONDARY_INDEXES: Final = """
+SELECT i.indexname, i.indexdef
+FROM pg_indexes i
+WHERE i.schemaname = current_schema() AND i.tablename = ANY(:tables)
+  AND i.indexdef NOT LIKE 'CREATE UNIQUE %'
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_constraint co
+    WHERE co.conindid = to_regclass(quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))
+  )
+ORDER BY i.tablename, i.indexname
+"""
+
+
+@contextmanager
+def _deferred_checks(connection: Connection, tables: Sequence[str], rows: int) -> Iterator[None]:
+    """A large load into PostgreSQL follows its manual ("Populating a Database"): the loaded
+    tables' foreign keys and non-unique indexes are dropped before and re-created after,
+    from their own definitions in the catalog. It all happens in the load's transaction, so
+    a failure restores them, and re-adding a foreign key checks every row once. Primary keys
+    and unique constraints stay. A role that may not alter the tables loads with the checks
+    in place. Other sessions wait for the tables until the load commits.
+    """
+    if connection.dialect.name != "postgresql" or rows < BULK_LOAD_MIN_ROWS:
+        yield
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    names = {"tables": list(tables)}
+    foreign_keys = connection.execute(text(_FOREIGN_KEYS), names).tuples().all()
+    indexes = connection.execute(text(_SECONDARY_INDEXES), names).tuples().all()
+    try:
+        with connection.begin_nested():
+            for table, name, _ in foreign_keys:
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(name)}"
+                )
+            for name, _ in indexes:
+                connection.exec_driver_sql(f"DROP INDEX {quote(name)}")
+    except DBAPIError:  # not the tables' owner: check row by row
+        yield
+        return
+    yield
+    connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
+    for _, definition in indexes:
+        connection.exec_driver_sql(definition)
+    for table, name, definition in foreign_keys:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} {definition}"
+        )
 
 
 def _customer_frames(data: _DemoData, keys: _Keys) -> Iterator[pd.DataFrame]:

@@ -85,7 +85,7 @@ def create_app(
     *,
     engine: Engine | None = None,
     clock: Callable[[], datetime] = now_utc,
-    webhook_tolerance: timedelta = webhook.DEFAULT_TOLERANCE,
+    webhook_tolerance: timedelta | None = None,
 ) -> Starlette:
     """The web app for ``settings`` (its database unless ``engine`` is given).
 
@@ -93,7 +93,8 @@ def create_app(
     no key configured the webhook answers 503 (SendGrid keeps retrying) and the pages work.
     """
     key = settings.sendgrid_webhook_public_key
-    verifier = webhook.SignatureVerifier(key, webhook_tolerance) if key else None
+    tolerance = webhook_tolerance or timedelta(seconds=settings.sendgrid_webhook_max_age_seconds)
+    verifier = webhook.SignatureVerifier(key, tolerance) if key else None
     if verifier is None:
         log.warning(
             "CICLOVITA_SENDGRID_WEBHOOK_PUBLIC_KEY is not set: /webhooks/sendgrid answers 503"
