@@ -26,8 +26,9 @@ The same ``(customers, seed, as_of, history_days, mean_orders)`` always writes t
 every random draw comes from a numpy ``Generator`` seeded from ``seed`` (one independent
 stream per concern) or from Faker seeded with ``seed``; the wall clock is never read. Rows
 are written in one transaction through ``insert_frame`` (COPY on PostgreSQL), in chunks, so
-a failure writes nothing. A database that already holds demo customers (``external_id``
-starting with ``demo-``) is left alone.
+a failure writes nothing; a large load into PostgreSQL checks foreign keys and builds the
+secondary indexes once at the end, as PostgreSQL's manual advises for bulk loads. A database
+that already holds demo customers (``external_id`` starting with ``demo-``) is left alone.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ DAY_S: Final = 86_400
 WRITE_CHUNK_ROWS: Final = 250_000
 # Loads of at least this many rows into PostgreSQL check foreign keys and build secondary
 # indexes once at the end instead of row by row (see _deferred_checks).
-BULK_LOAD_MIN_ROWS: Final = 1_000_000
+BULK_LOAD_MIN_ROWS: Final = 250_000
 PILOT_CUSTOMERS: Final = 50_000
 NAME_POOL_SIZE: Final = 3_000
 CURRENCY: Final = "EUR"
@@ -91,8 +92,8 @@ ENGLISH_COUNTRIES: Final = (
     ("AU", 0.07, "en_GB", ("Australia/Sydney", "Australia/Melbourne"), (0.6, 0.4)),
 )
 FAKER_LOCALES: Final = ("it_IT", "en_GB", "en_US")
-# Address patterns: f = first name, l = last name, i = initial, k = the customer's number.
-EMAIL_PATTERNS: Final = ("{f}.{l}.{k}@{d}", "{f}{l}{k}@{d}", "{i}.{l}{k}@{d}")
+# Address patterns: giulia.rossi.123@, giuliarossi123@, g.rossi123@ (123: a number unique to
+# the customer).
 EMAIL_PATTERN_WEIGHTS: Final = (0.6, 0.25, 0.15)
 EMAIL_DOMAINS: Final = ("example.com", "example.org", "example.net")
 EMAIL_DOMAIN_WEIGHTS: Final = (0.5, 0.25, 0.25)
@@ -455,6 +456,9 @@ class _Orders:
     status: npt.NDArray[np.int8]  # index into ORDER_STATUSES
     referral_code: I64  # index into the referral codes; -1 = none
     first: I64  # per customer: index of the first order; -1 = never bought
+    first_t: F64  # per customer: time of the first order; inf = never bought
+    last_t: F64  # per customer: time of the last order; -inf = never bought
+    first_completed: Bools  # per customer: bought, and the first order was completed
     dropped: Bools  # per customer: stopped buying ("dead" in BG/NBD terms) before as_of
     done_t: F64  # completed orders' times, grouped by customer...
     done_count: I64  # ...how many per customer...
@@ -591,6 +595,7 @@ def _names(timeline: _Timeline, faker_locale: Indices) -> tuple[Objects, Objects
     first = np.empty(n, dtype=object)
     last = np.empty(n, dtype=object)
     first_key = np.empty(n, dtype=object)
+    first_initial = np.empty(n, dtype=object)
     last_key = np.empty(n, dtype=object)
     female = rng.random(n) < 0.5
     for index, locale in enumerate(FAKER_LOCALES):
@@ -609,31 +614,29 @@ def _names(timeline: _Timeline, faker_locale: Indices) -> tuple[Objects, Objects
         is_female = female[members]
         first[members] = np.where(is_female, names[0][pick_first], names[1][pick_first])
         first_key[members] = np.where(is_female, keys[0][pick_first], keys[1][pick_first])
+        first_initial[members] = np.array([key[0] for key in first_key[members]], dtype=object)
         last[members] = names[2][pick_last]
         last_key[members] = keys[2][pick_last]
 
     # A distinct number per customer keeps addresses unique whatever the names: the digits
     # at the end of an address are exactly that number.
-    number = rng.permutation(n) + 1 + int(rng.integers(0, 9_000))
+    number = (rng.permutation(n) + 1 + int(rng.integers(0, 9_000))).astype(str).astype(object)
     pattern = _choice(rng, n, EMAIL_PATTERN_WEIGHTS)
     domain = np.array(EMAIL_DOMAINS, dtype=object)[_choice(rng, n, EMAIL_DOMAIN_WEIGHTS)]
     without = rng.random(n) < NO_EMAIL_SHARE
-    formats = [pattern_text.format for pattern_text in EMAIL_PATTERNS]
-    email = np.array(
-        [
-            None if skip else formats[p](f=f, l=la, i=f[0], k=k, d=d)
-            for f, la, k, d, p, skip in zip(
-                first_key.tolist(),
-                last_key.tolist(),
-                number.tolist(),
-                domain.tolist(),
-                pattern.tolist(),
-                without.tolist(),
-                strict=True,
-            )
-        ],
-        dtype=object,
-    )
+    email = np.empty(n, dtype=object)
+    for index, parts in enumerate(
+        (
+            (first_key, ".", last_key, ".", number),
+            (first_key, last_key, number),
+            (first_initial, ".", last_key, number),
+        )
+    ):
+        members = np.flatnonzero((pattern == index) & ~without)
+        local = np.full(len(members), "", dtype=object)
+        for part in parts:
+            local = local + (part if isinstance(part, str) else part[members])
+        email[members] = local + "@" + domain[members]
     return first, last, email
 
 
@@ -694,7 +697,10 @@ def _make_orders(timeline: _Timeline, customers: _Customers, mean_orders: float 
         status[recent[-1]] = 0  # the thank-you campaign needs a completed recent order
 
     count, start = _groups(customer, n)
-    first = np.where(count > 0, start, -1)
+    bought = count > 0
+    first = np.where(bought, start, -1)
+    last = np.where(bought, start + count - 1, -1)
+    padded_t = np.append(t, np.nan)  # index -1: never bought
     done = status == 0
     done_count, done_start = _groups(customer[done], n)
     return _Orders(
@@ -704,6 +710,9 @@ def _make_orders(timeline: _Timeline, customers: _Customers, mean_orders: float 
         status=status,
         referral_code=np.full(len(customer), -1, dtype=np.int64),
         first=first,
+        first_t=np.where(bought, padded_t[first], np.inf),
+        last_t=np.where(bought, padded_t[last], -np.inf),
+        first_completed=bought & np.append(done, False)[first],
         dropped=dropped,
         done_t=t[done],
         done_count=done_count,
@@ -836,7 +845,7 @@ def _make_referrals(timeline: _Timeline, customers: _Customers, orders: _Orders)
     converts = rng.random(m) < REFERRAL_CONVERSION
     skip = rng.geometric(0.08, m) - 1
     first = orders.first
-    candidate = np.flatnonzero((first >= 0) & (orders.status[np.maximum(first, 0)] == 0))
+    candidate = np.flatnonzero(orders.first_completed)
     position = np.searchsorted(customers.created_t[candidate], created_t, side="right") + skip
     taken = np.zeros(len(candidate), dtype=bool)
     referee = np.full(m, -1, dtype=np.int64)
@@ -894,8 +903,7 @@ def _make_consents(timeline: _Timeline, customers: _Customers, orders: _Orders) 
     """A marketing and a surveys answer for most customers, with source and time."""
     n = customers.n
     rng = timeline.rng("consents")
-    first = orders.first
-    at_checkout = (first >= 0) & (orders.t[np.maximum(first, 0)] - customers.created_t < 1 / 24)
+    at_checkout = orders.first_t - customers.created_t < 1 / 24
     imported = customers.created_t < IMPORTED_SHARE_OF_HISTORY * timeline.horizon
     source = np.where(
         imported,
@@ -962,14 +970,12 @@ def _make_events(
     horizon = timeline.horizon
     rng = timeline.rng("events")
     bought = orders.first >= 0
-    last_t = np.full(n, -np.inf)
-    np.maximum.at(last_t, orders.customer, orders.t)
     # Customers who stopped buying fade out, prospects lose interest after a while; the
     # others stay around until as_of.
     start = customers.created_t
     interest = start + rng.exponential(PROSPECT_INTEREST_DAYS, n)
     end = np.where(
-        orders.dropped, last_t + DROPPED_ACTIVITY_DAYS, np.where(bought, horizon, interest)
+        orders.dropped, orders.last_t + DROPPED_ACTIVITY_DAYS, np.where(bought, horizon, interest)
     )
     end = np.minimum(end, horizon)
     parts: list[tuple[I64, str, F64, Objects]] = []
@@ -978,8 +984,7 @@ def _make_events(
         return timeline.spread(rng, start[who], end[who])
 
     everyone = np.arange(n, dtype=np.int64)
-    first_t = orders.t[np.maximum(orders.first, 0)]
-    at_checkout = bought & (first_t - customers.created_t < 1 / 24)
+    at_checkout = orders.first_t - customers.created_t < 1 / 24
     channel_names = [REFERRAL_CHANNEL, *(c[0] for c in CHANNELS)]
     signup = _render_json(
         [at_checkout, customers.channel + 1],
