@@ -40,12 +40,12 @@ from ciclovita.db.models import (
     SegmentMembership,
     SegmentRun,
 )
-from ciclovita.errors import Problem
+from ciclovita.errors import InputError, Problem
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.lifecycle import LifecycleConfig
 from ciclovita.scoring.recompute import recompute_scores
 from ciclovita.segments.conditions import compile_condition, parse_condition
-from ciclovita.segments.definitions import Segment, parse_segments
+from ciclovita.segments.definitions import Segment, read_segments
 from ciclovita.segments.membership import recompute_segment
 from ciclovita.yamlsource import parse_yaml
 from tests.builders import World
@@ -82,7 +82,10 @@ content:
 
 
 def segments_from(text: str) -> list[Segment]:
-    return parse_segments(parse_yaml(text, "segments.yaml"))
+    found = read_segments(parse_yaml(text, "segments.yaml"))
+    if found.problems:
+        raise InputError(found.problems)
+    return found.segments
 
 
 # ------------------------------------------------------------------ a hand-made world

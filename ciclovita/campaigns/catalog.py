@@ -20,8 +20,8 @@ from ciclovita.segments.conditions import Condition, ConditionError, parse_condi
 from ciclovita.segments.definitions import (
     SEGMENTS_FILE,
     Segment,
+    collect_segments,
     condition_problems,
-    load_segments,
 )
 from ciclovita.yamlsource import YamlDocument, load_model, read_yaml, validate_document
 
@@ -148,18 +148,16 @@ def collect_catalog(directory: Path) -> tuple[Catalog, list[Problem]]:
         lifecycle = load_lifecycle(directory)
     except InputError as exc:
         problems.extend(exc.problems)
-    segments: list[Segment] = []
-    try:
-        segments = load_segments(directory)
-    except InputError as exc:
-        problems.extend(exc.problems)
+    segment_file = collect_segments(directory)
+    problems.extend(segment_file.problems)
+    segments = segment_file.segments
     policy = Policy()
     if (directory / POLICY_FILE).exists():
         try:
             policy = load_model(directory / POLICY_FILE, Policy)
         except InputError as exc:
             problems.extend(exc.problems)
-    names = [s.name for s in segments]
+    names = segment_file.declared
     campaigns = [load_campaign(path, names, problems) for path in campaign_files(directory)]
     loaded = tuple(c for c in campaigns if c is not None)
     return Catalog(loaded, tuple(segments), policy, lifecycle, directory), problems

@@ -107,7 +107,11 @@ class TemplateChecker:
             if isinstance(ast, Problem):
                 problems.append(ast)
                 continue
-            unknown = meta.find_undeclared_variables(ast) - allowed - JINJA_GLOBALS
+            used = self.undeclared(ast, self.path(member))
+            if isinstance(used, Problem):
+                problems.append(used)
+                continue
+            unknown = used - allowed - JINJA_GLOBALS
             for variable in sorted(unknown - _defined_here(ast)):
                 problems.append(
                     Problem(
@@ -120,6 +124,20 @@ class TemplateChecker:
                 )
         return problems
 
+    def undeclared(
+        self, ast: nodes.Template, source: str, line: int | None = None, field: str | None = None
+    ) -> set[str] | Problem:
+        """Variables a template reads from its context; an unknown filter or test is a Problem
+        (Jinja finds those when it compiles)."""
+        try:
+            return set(meta.find_undeclared_variables(ast))
+        except TemplateSyntaxError as exc:
+            known = ", ".join(sorted(self.env.filters))
+            hint = f" (filters: {known})" if "filter" in (exc.message or "") else ""
+            return Problem(
+                source, f"template: {exc.message}{hint}", line=line or exc.lineno, column=field
+            )
+
     def check_inline(
         self, text: str, allowed: frozenset[str], source: str, line: int | None, field: str
     ) -> list[Problem]:
@@ -127,14 +145,18 @@ class TemplateChecker:
             ast = self.text_env.parse(text)
         except TemplateSyntaxError as exc:
             return [Problem(source, f"template syntax: {exc.message}", line=line, column=field)]
+        used = self.undeclared(ast, source, line, field)
+        if isinstance(used, Problem):
+            return [used]
         return [
             Problem(
                 source,
-                f"uses {variable!r}, which this campaign does not provide",
+                f"uses {variable!r}, which this campaign does not provide "
+                f"(available: {', '.join(sorted(allowed))})",
                 line=line,
                 column=field,
             )
-            for variable in sorted(meta.find_undeclared_variables(ast) - allowed - JINJA_GLOBALS)
+            for variable in sorted(used - allowed - JINJA_GLOBALS)
         ]
 
 
@@ -162,6 +184,7 @@ def check_campaign(
     ]
     structural = False
     for where, key, template in templates:
+        field = f"variants.{key}.template" if where == "variants" else "content.template"
         line = (
             campaign.line_of(where, key, "template")
             if where == "variants"
@@ -175,7 +198,7 @@ def check_campaign(
                             source,
                             f"missing template {checker.path(name)} for locale {locale!r}",
                             line=line,
-                            column=f"{where}.template",
+                            column=field,
                             value=template,
                         )
                     )
@@ -228,6 +251,11 @@ def check_campaign(
             except RenderError as exc:
                 cause = exc.__cause__ or exc
                 file, line = _render_location(cause, checker.templates_dir)
+                field = exc.template
+                if exc.template.endswith((".subject", ".preheader")):  # written in the YAML
+                    key = exc.template.rsplit(".", 1)[1]
+                    field = f"content.{key}"
+                    file, line = None, campaign.line_of("content", key, locale)
                 detail = (
                     str(cause)
                     if not isinstance(cause, TemplateNotFound)
@@ -238,7 +266,7 @@ def check_campaign(
                         file or source,
                         f"does not render for locale {locale!r}, variant {variant!r}: {detail}",
                         line=line,
-                        column=exc.template,
+                        column=field,
                     )
                 )
             except TemplateError as exc:  # pragma: no cover - Renderer wraps these

@@ -77,7 +77,7 @@ class Customer(Base):
     acquisition_channel: Mapped[str | None] = mapped_column(String(32))
     acquisition_cost_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     referred_by_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="SET NULL")
+        BigId, ForeignKey("customers.id", ondelete="SET NULL"), index=True
     )
     attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -186,7 +186,7 @@ class Referral(Base):
     visits: Mapped[int] = mapped_column(Integer, default=0)
     converted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     converted_order_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("orders.id", ondelete="SET NULL")
+        BigId, ForeignKey("orders.id", ondelete="SET NULL"), index=True
     )
 
 

@@ -21,6 +21,7 @@ from ciclovita.errors import RenderError
 from ciclovita.rendering.environment import make_environment, text_environment
 
 _SPACES = re.compile(r"\s+")
+DATA_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, LookupError, ArithmeticError)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ class Renderer:
             html = self._template(html_name).render(full)
             current = text_name
             text = self._template(text_name).render(full)
-        except TemplateError as exc:
+        except (TemplateError, *DATA_ERRORS) as exc:
+            # a filter given the wrong kind of value (money on a date, an unknown time zone)
+            # fails this one message, never the batch
             raise RenderError(name, current, customer_id, f"{type(exc).__name__}: {exc}") from exc
         try:
             html = self.inliner.inline(html)

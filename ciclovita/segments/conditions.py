@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Union
 
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, String, and_, exists, false, literal, not_, or_, select, true
 
 from ciclovita.db.models import Consent, Customer, CustomerScore, SegmentMembership
+from ciclovita.db.sqlfunctions import json_bool, json_number, json_text
 from ciclovita.lifecycle import RFM_SEGMENTS, STAGES
 
 Loc = tuple[str | int, ...]
@@ -146,8 +147,9 @@ class ConditionError(Exception):
 
 
 class _Parser:
-    def __init__(self, known_segments: Sequence[str] | None) -> None:
+    def __init__(self, known_segments: Sequence[str] | None, segment_refs: bool = True) -> None:
         self.known_segments = known_segments
+        self.segment_refs = segment_refs
         self.problems: list[tuple[Loc, str, Any]] = []
 
     def fail(self, loc: Loc, message: str, value: Any = None) -> None:
@@ -183,6 +185,10 @@ class _Parser:
                 return None
             return ConsentGiven(str(value))
         if key == "segment":
+            if not self.segment_refs:
+                message = "a segment cannot refer to another segment (campaign audiences can)"
+                self.fail(here, message, value)
+                return None
             if not isinstance(value, str):
                 self.fail(here, "'segment' takes a segment name", value)
                 return None
@@ -316,10 +322,14 @@ _INVALID = object()
 
 
 def parse_condition(
-    data: Any, loc: Loc = (), known_segments: Sequence[str] | None = None
+    data: Any,
+    loc: Loc = (),
+    known_segments: Sequence[str] | None = None,
+    *,
+    segment_refs: bool = True,
 ) -> Condition:
     """Parse YAML data into a condition; ``ConditionError`` lists every problem with its path."""
-    parser = _Parser(known_segments)
+    parser = _Parser(known_segments, segment_refs)
     result = parser.parse(data, loc)
     if parser.problems or result is None:
         raise ConditionError(parser.problems or [(loc, "invalid condition", data)])
@@ -411,16 +421,15 @@ def compile_condition(condition: Condition, as_of: datetime) -> ColumnElement[bo
                 )
             )
         case AttributeCompare(name, op, value):
-            column: Any = Customer.attributes[name]
+            key = literal(name, String)
             sample = value[0] if isinstance(value, tuple | list) and value else value
-            if isinstance(sample, bool):
-                column = column.as_boolean()
-            elif isinstance(sample, int):
-                column = column.as_integer()
-            elif isinstance(sample, float):
-                column = column.as_float()
-            else:
-                column = column.as_string()
+            column: Any
+            if op == "is_null" or isinstance(sample, str):
+                column = json_text(Customer.attributes, key)
+            elif isinstance(sample, bool):
+                column = json_bool(Customer.attributes, key)
+            else:  # a number: customers whose value is not a number never match
+                column = json_number(Customer.attributes, key)
             return _apply(column, op, tuple(value) if isinstance(value, list) else value)
         case InSegment(name):
             return exists(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,41 +50,40 @@ def condition_problems(error: ConditionError, document: YamlDocument) -> list[Pr
     ]
 
 
-def parse_segments(document: YamlDocument) -> list[Segment]:
-    """Segments from a parsed ``segments.yaml``; InputError lists every problem."""
-    problems: list[Problem] = []
+@dataclass
+class SegmentFile:
+    """What ``segments.yaml`` holds: the valid segments, every declared name (valid or not,
+    so campaigns naming a broken segment are not also told it is unknown), and problems."""
+
+    segments: list[Segment] = field(default_factory=list)
+    declared: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_segments(document: YamlDocument) -> SegmentFile:
+    """Parse ``segments.yaml``: a bad segment is a problem; the good ones still load."""
+    result = SegmentFile()
     source = document.source
     data = document.data
     if data is None:
-        return []
+        return result
     if not isinstance(data, dict) or set(data) - {"segments"}:
         extra = sorted(set(data) - {"segments"}) if isinstance(data, dict) else []
-        raise InputError(
-            [
-                Problem(
-                    source,
-                    f"expected a top-level 'segments:' mapping (found {extra or data!r})",
-                    line=1,
-                )
-            ]
-        )
+        message = f"expected a top-level 'segments:' mapping (found {extra or data!r})"
+        result.problems.append(Problem(source, message, line=1))
+        return result
     entries: Any = data.get("segments") or {}
     if not isinstance(entries, dict):
-        raise InputError(
-            [
-                Problem(
-                    source,
-                    "'segments' must map names to definitions",
-                    line=document.line_of(("segments",)),
-                )
-            ]
+        line = document.line_of(("segments",))
+        result.problems.append(
+            Problem(source, "'segments' must map names to definitions", line=line)
         )
-    segments: list[Segment] = []
+        return result
     for name, body in entries.items():
         loc = ("segments", name)
         line = document.line_of(loc)
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            problems.append(
+            result.problems.append(
                 Problem(
                     source,
                     "segment names are lower_snake_case (a-z, 0-9, _)",
@@ -94,47 +93,65 @@ def parse_segments(document: YamlDocument) -> list[Segment]:
                 )
             )
             continue
-        if not isinstance(body, dict):
-            problems.append(
-                Problem(
-                    source,
-                    "a segment is a mapping with 'where' (and 'description')",
-                    line=line,
-                    column=name,
-                )
+        result.declared.append(name)
+        segment = _read_segment(document, name, body, result.problems)
+        if segment is not None:
+            result.segments.append(segment)
+    return result
+
+
+def _read_segment(
+    document: YamlDocument, name: str, body: Any, problems: list[Problem]
+) -> Segment | None:
+    source = document.source
+    loc = ("segments", name)
+    line = document.line_of(loc)
+    if not isinstance(body, dict):
+        message = "a segment is a mapping with 'where' (and 'description')"
+        problems.append(Problem(source, message, line=line, column=name))
+        return None
+    found = len(problems)
+    for key in sorted(set(body) - {"description", "where"}):
+        problems.append(
+            Problem(
+                source,
+                "unknown key; accepted: description, where",
+                line=document.line_of((*loc, key)),
+                column=f"{name}.{key}",
+                value=str(key),
             )
-            continue
-        unknown = set(body) - {"description", "where"}
-        for key in sorted(unknown):
-            problems.append(
-                Problem(
-                    source,
-                    "unknown key; accepted: description, where",
-                    line=document.line_of((*loc, key)),
-                    column=f"{name}.{key}",
-                    value=str(key),
-                )
-            )
-        if "where" not in body:
-            problems.append(Problem(source, "missing 'where' condition", line=line, column=name))
-            continue
-        try:
-            condition = parse_condition(body["where"], (*loc, "where"), known_segments=[])
-        except ConditionError as exc:
-            problems.extend(condition_problems(exc, document))
-            continue
-        segments.append(Segment(name, str(body.get("description") or ""), condition, source, line))
-    if problems:
-        raise InputError(problems)
-    return segments
+        )
+    if "where" not in body:
+        problems.append(Problem(source, "missing 'where' condition", line=line, column=name))
+        return None
+    try:
+        condition = parse_condition(body["where"], (*loc, "where"), segment_refs=False)
+    except ConditionError as exc:
+        problems.extend(condition_problems(exc, document))
+        return None
+    if len(problems) > found:
+        return None
+    return Segment(name, str(body.get("description") or ""), condition, source, line)
+
+
+def collect_segments(campaigns_dir: Path) -> SegmentFile:
+    """``segments.yaml`` of the campaigns directory (empty when the file is absent)."""
+    path = campaigns_dir / SEGMENTS_FILE
+    if not path.exists():
+        return SegmentFile()
+    try:
+        document = read_yaml(path)
+    except InputError as exc:
+        return SegmentFile(problems=list(exc.problems))
+    return read_segments(document)
 
 
 def load_segments(campaigns_dir: Path) -> list[Segment]:
-    """The segments of ``segments.yaml`` (none when the file is absent)."""
-    path = campaigns_dir / SEGMENTS_FILE
-    if not path.exists():
-        return []
-    return parse_segments(read_yaml(path))
+    """The segments of ``segments.yaml``; InputError lists every problem."""
+    found = collect_segments(campaigns_dir)
+    if found.problems:
+        raise InputError(found.problems)
+    return found.segments
 
 
 def segment_names(segments: Sequence[Segment]) -> list[str]:
