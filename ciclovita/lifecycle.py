@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ciclovita.yamlsource import load_model
 
@@ -133,18 +133,20 @@ class LifecycleConfig(_Strict):
     new_customer: NewCustomerRule = NewCustomerRule()
     loyal: LoyalRule = LoyalRule()
     advocate: AdvocateRule = AdvocateRule()
+    lapsed: LapsedRule = LapsedRule()  # before at_risk: at_risk's check reads it
     at_risk: AtRiskRule = AtRiskRule()
-    lapsed: LapsedRule = LapsedRule()
     value: ValueSettings = ValueSettings()
 
-    @model_validator(mode="after")
-    def _windows_are_ordered(self) -> LifecycleConfig:
-        if self.at_risk.after_days >= self.lapsed.after_days:
+    @field_validator("at_risk")
+    @classmethod
+    def _windows_are_ordered(cls, value: AtRiskRule, info: ValidationInfo) -> AtRiskRule:
+        lapsed = info.data.get("lapsed", LapsedRule())
+        if value.after_days >= lapsed.after_days:
             raise ValueError(
-                f"at_risk.after_days ({self.at_risk.after_days}) must be smaller than "
-                f"lapsed.after_days ({self.lapsed.after_days})"
+                f"at_risk.after_days ({value.after_days}) must be smaller than "
+                f"lapsed.after_days ({lapsed.after_days})"
             )
-        return self
+        return value
 
 
 LIFECYCLE_FILE: Final = "lifecycle.yaml"

@@ -91,6 +91,21 @@ class Settings(BaseSettings):
     from_email: str = Field("hello@example.com", description="Default sender address.")
     from_name: str = Field("Ciclovita", description="Default sender name.")
     timezone: str = Field("Europe/Rome", description="Time zone of schedules and reports.")
+    sendgrid_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="Seconds SendGrid has to answer one request (no answer: the message is "
+        "ambiguous, never re-sent blindly).",
+    )
+    render_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes that render messages for delivery (0: render in the "
+        "delivering thread). Rendering is CPU work; in processes it no longer competes with "
+        "sending for one interpreter.",
+    )
 
     @field_validator("database_url")
     @classmethod

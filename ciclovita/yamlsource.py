@@ -76,10 +76,7 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
             return YamlDocument(source, None, {(): 1})
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise InputError([Problem(source, f"invalid YAML: {message}", line=line)]) from exc
+        raise InputError([_syntax_problem(exc, source)]) from exc
     except yaml.YAMLError as exc:
         raise InputError([Problem(source, f"invalid YAML: {exc}")]) from exc
     finally:
@@ -90,6 +87,21 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
     if problems:
         raise InputError(problems)
     return YamlDocument(source, data, lines)
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, source: str) -> Problem:
+    """A YAML syntax error at the line where the broken construct starts (the parser's
+    ``context``, e.g. an unclosed ``[``), saying where the parser noticed it."""
+    problem = exc.problem or "syntax error"
+    noticed = exc.problem_mark.line + 1 if exc.problem_mark else None
+    if exc.context and exc.context_mark is not None:
+        started = exc.context_mark.line + 1
+        what = exc.context.removeprefix("while parsing ").removeprefix("while scanning ")
+        message = f"invalid YAML: {what} starts here, but {problem}"
+        if noticed and noticed != started:
+            message += f" (noticed at line {noticed})"
+        return Problem(source, message, line=started)
+    return Problem(source, f"invalid YAML: {problem}", line=noticed)
 
 
 def read_yaml(path: Path) -> YamlDocument:

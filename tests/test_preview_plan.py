@@ -250,12 +250,6 @@ def test_preview_unknown_customer_exits_1_with_a_clear_message(
     assert snapshot(demo) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="preview._sample_customers uses audience_clause, which leaves out the campaign's "
-    "required consent (Audience.consent): --sample previews customers the planner skips as "
-    "no_consent",
-)
 def test_preview_sample_takes_customers_who_could_receive_it(
     demo: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -276,12 +270,6 @@ def test_preview_sample_takes_customers_who_could_receive_it(
     assert external_ids <= consenting, sorted(external_ids - consenting)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="preview._trigger_row falls back to the sample order 'ORD-1042' for a customer who "
-    "never ordered, and --sample picks such customers for thank_you: the preview shows a "
-    "thank-you for an order that does not exist",
-)
 def test_preview_of_an_order_campaign_shows_only_real_orders(
     demo: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

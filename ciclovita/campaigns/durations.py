@@ -15,12 +15,12 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 def parse_duration(value: Any) -> timedelta:
     """``"1d"`` → one day. Accepted units: m (minutes), h, d, w."""
     if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ValueError("a duration cannot be negative")
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return timedelta(days=value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
     if not match:
-        raise ValueError("a duration such as 30m, 12h, 1d or 2w (units: m, h, d, w)")
+        raise ValueError("a duration with its unit, such as 30m, 12h, 1d or 2w (m, h, d, w)")
     amount, unit = match.groups()
     return timedelta(**{_UNITS[unit]: int(amount)})
 

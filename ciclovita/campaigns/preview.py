@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, exists, select
 
 from ciclovita.campaigns.catalog import LoadedCampaign
 from ciclovita.campaigns.guards import pick_variant
@@ -25,6 +25,7 @@ from ciclovita.delivery.mime import mime_bytes
 from ciclovita.delivery.recipients import load_recipients
 from ciclovita.errors import InputError, Problem
 from ciclovita.rendering.context import Recipient
+from ciclovita.segments.conditions import ConsentGiven, compile_condition
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,25 @@ def _find_customers(connection: Connection, ids: list[str]) -> list[int]:
 def _sample_customers(
     connection: Connection, campaign: LoadedCampaign, n: int, as_of: datetime
 ) -> list[int]:
-    """Up to ``n`` customers with an email in the campaign's audience (lowest ids first)."""
+    """Up to ``n`` customers who could really get this campaign: an email, the audience, the
+    required consent, and for order-triggered campaigns an order (lowest ids first)."""
+    spec = campaign.spec
+    conditions = [Customer.email.is_not(None), audience_clause(campaign, as_of)]
+    if spec.required_consent:
+        conditions.append(compile_condition(ConsentGiven(spec.required_consent), as_of))
+    trigger = spec.trigger
+    if isinstance(trigger, EventTrigger) and trigger.event == "order_placed":
+        conditions.append(
+            exists(
+                select(Order.id).where(
+                    Order.customer_id == Customer.id, Order.status == "completed"
+                )
+            )
+        )
     query = (
         select(Customer.id)
         .outerjoin(CustomerScore, CustomerScore.customer_id == Customer.id)
-        .where(Customer.email.is_not(None), audience_clause(campaign, as_of))
+        .where(*conditions)
         .order_by(Customer.id)
         .limit(n)
     )

@@ -14,12 +14,14 @@ from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     EmailStr,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -46,12 +48,21 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------- triggers
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero, or nothing could ever be due")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
 class EventTrigger(_Strict):
     """Due ``delay`` after each event of this kind (one message per event)."""
 
     event: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,47}$")]
     delay: Duration = timedelta(0)
-    expires_after: Duration = timedelta(days=3)
+    expires_after: PositiveDuration = timedelta(days=3)
 
 
 class StageTrigger(_Strict):
@@ -59,7 +70,7 @@ class StageTrigger(_Strict):
 
     stage_entered: Stage
     delay: Duration = timedelta(0)
-    expires_after: Duration = timedelta(days=7)
+    expires_after: PositiveDuration = timedelta(days=7)
 
 
 class SegmentTrigger(_Strict):
@@ -67,7 +78,7 @@ class SegmentTrigger(_Strict):
 
     segment_entered: Annotated[str, Field(pattern=NAME)]
     delay: Duration = timedelta(0)
-    expires_after: Duration = timedelta(days=7)
+    expires_after: PositiveDuration = timedelta(days=7)
     include_initial_members: bool = Field(
         False,
         description="Also message customers who were members when the segment was first computed.",
@@ -79,14 +90,14 @@ class DateTrigger(_Strict):
 
     date: Literal["birth_date", "first_order", "signup"]
     days_before: Annotated[int, Field(ge=0, le=60)] = 0
-    expires_after: Duration = timedelta(days=2)
+    expires_after: PositiveDuration = timedelta(days=2)
 
 
 class ScheduleTrigger(_Strict):
     """On a recurring schedule (cron, in the policy time zone) to the whole audience."""
 
     schedule: str
-    expires_after: Duration = timedelta(hours=12)
+    expires_after: PositiveDuration = timedelta(hours=12)
 
     @field_validator("schedule")
     @classmethod
@@ -157,29 +168,33 @@ LocalizedText = Union[str, dict[Locale, str]]  # noqa: UP007
 class Content(_Strict):
     """What the message says: a template folder, a subject template per locale."""
 
+    # locales first: the checks of the fields after it can see them
+    locales: tuple[Locale, ...] = LOCALES
+    fallback_locale: Locale = "en"
     template: Annotated[str, Field(pattern=NAME)]
     subject: LocalizedText
     preheader: LocalizedText | None = None
     sender: Sender | None = Field(None, alias="from")
     reply_to: EmailStr | None = None
-    locales: tuple[Locale, ...] = LOCALES
-    fallback_locale: Locale = "en"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @model_validator(mode="after")
-    def _fallback_is_offered(self) -> Content:
-        if self.fallback_locale not in self.locales:
-            raise ValueError(
-                f"fallback_locale {self.fallback_locale!r} is not one of locales {self.locales}"
-            )
-        for name in ("subject", "preheader"):
-            text = getattr(self, name)
-            if isinstance(text, dict):
-                missing = [loc for loc in self.locales if loc not in text]
-                if missing:
-                    raise ValueError(f"{name} has no text for locale(s) {', '.join(missing)}")
-        return self
+    @field_validator("fallback_locale")
+    @classmethod
+    def _fallback_is_offered(cls, value: str, info: ValidationInfo) -> str:
+        locales = info.data.get("locales", LOCALES)
+        if value not in locales:
+            raise ValueError(f"{value!r} is not one of locales {', '.join(locales)}")
+        return value
+
+    @field_validator("subject", "preheader")
+    @classmethod
+    def _every_locale_has_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict):
+            missing = [loc for loc in info.data.get("locales", LOCALES) if loc not in value]
+            if missing:
+                raise ValueError(f"no text for locale(s) {', '.join(missing)}")
+        return value
 
 
 class Variant(_Strict):
@@ -257,16 +272,29 @@ class Campaign(_Strict):
     guards: Guards = Guards()
     survey: bool = Field(False, description="Adds signed NPS score links (0-10) to the context.")
 
-    @model_validator(mode="after")
-    def _coherent(self) -> Campaign:
-        if self.start and self.end and self.end < self.start:
-            raise ValueError(f"end {self.end} is before start {self.start}")
-        names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError(f"variant names repeat: {names}")
-        if self.kind == "transactional" and self.guards.holdout:
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, value: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("start")
+        if value and start and value < start:
+            raise ValueError(f"end {value} is before start {start}")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_variants(cls, value: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        names = [v.name for v in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"variant names repeat: {', '.join(repeated)}")
+        return value
+
+    @field_validator("guards")
+    @classmethod
+    def _no_holdout_on_transactional(cls, value: Guards, info: ValidationInfo) -> Guards:
+        if info.data.get("kind") == "transactional" and value.holdout:
             raise ValueError("a transactional message cannot have a holdout")
-        return self
+        return value
 
     @property
     def required_consent(self) -> str | None:

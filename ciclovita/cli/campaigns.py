@@ -103,7 +103,7 @@ def plan_command(
     plans = Table(title="Campaigns (nothing is sent or recorded)")
     columns = (
         "campaign",
-        "trigger",
+        "new occurrences",
         "would send",
         "held: window",
         "consent",

@@ -2,44 +2,119 @@
 
 ::
 
-    planned ──claim──▶ claimed ──mark_sending (committed)──▶ sending ──▶ sent | failed
-       ▲                  │                                     │
-       └──retry (later)───┴── lease expired (never attempted) ──┘ crash ──▶ ambiguous
+    planned ──claim──▶ claimed ──start_sending (committed)──▶ sending ──▶ sent | failed
+       ▲                  │   ╲                                  │  ╲
+       │                  │    ╲─▶ skipped (late guard) | failed  │   ╲─ answer lost ─▶ ambiguous
+       └──── retry ───────┴── claim lease expired ───────────────┘   crash, lease expired ──┘
+              (due later; failed after MAX_ATTEMPTS)                        │
+                                                     provider events ─▶ sent ◀┘
 
-A row is committed as ``sending`` before the provider is called and as ``sent`` after.
-Claimed rows whose worker vanished before ``sending`` are safe to claim again; rows left in
-``sending`` are ambiguous and are never re-sent blindly. Claiming uses ``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL and ``BEGIN IMMEDIATE`` on SQLite, so two cycles at once never take
-the same row.
+The exactly-once rules, each enforced here:
+
+* A row is committed as ``sending`` before the provider is called and as ``sent`` (with the
+  provider's id) after. A row left in ``sending`` is never sent again: past
+  ``SENDING_LEASE`` it becomes ``ambiguous``, and only the provider's events (stored by the
+  webhook) or the sender's own records turn it into ``sent``.
+* Every transition after the claim names the worker: a worker only moves rows it claimed, so
+  a worker that lost its claim (lease expired, row taken over) can never send that row, and
+  a late answer never overwrites what another writer settled (the webhook's ``sent`` stays).
+* Claiming takes rows atomically: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN
+  IMMEDIATE`` (one writer at a time) on SQLite; two cycles at once never take the same row.
+* Leases are measured on the wall clock (``now``), never on a run's business time
+  (``as_of``), which only decides what is due; a back-dated run cannot steal live rows.
+* A row retried after a transient failure is checked against stored provider events before
+  it is sent again: an error answer for a request SendGrid did accept cannot deliver twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
-from ciclovita.db.models import Customer, CustomerScore, Message, table_of
+from ciclovita.db.models import (
+    Consent,
+    Customer,
+    CustomerScore,
+    DeliveryEvent,
+    Message,
+    Suppression,
+    table_of,
+)
 from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.recipients import RECIPIENT_COLUMNS, recipient_from_row
 from ciclovita.rendering.context import Recipient
 
 CLAIM_LEASE = timedelta(minutes=15)
+"""A claimed row its worker never started sending may be claimed by another after this."""
 SENDING_LEASE = timedelta(minutes=10)
+"""A row still ``sending`` after this is ambiguous (its worker stopped mid-call)."""
 MAX_ATTEMPTS = 8
+"""A row whose sending was attempted this many times without success becomes ``failed``."""
+IN_CHUNK = 1_000
+
+IN_DOUBT_STATUSES = ("sending", "ambiguous")
 
 
-def claimable(as_of: datetime, campaigns: Sequence[str] | None = None) -> Any:
-    """Rows a worker may claim now: due planned rows, and stale claims never attempted."""
-    condition = or_(
-        and_(Message.status == "planned", Message.due_at <= as_of),
-        and_(Message.status == "claimed", Message.claimed_at < as_of - CLAIM_LEASE),
-    )
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """What rendering and sending need of one claimed outbox row."""
+
+    id: int
+    uid: str
+    campaign: str
+    kind: str
+    variant: str | None
+    locale: str | None
+    to_email: str
+    stage: str | None
+    attempts: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------------------- claiming
+
+
+def due(as_of: datetime, campaigns: Sequence[str] | None = None) -> Any:
+    """Planned rows due at ``as_of``."""
+    condition = and_(Message.status == "planned", Message.due_at <= as_of)
     if campaigns:
         condition = and_(condition, Message.campaign.in_(list(campaigns)))
     return condition
+
+
+def claimable(
+    as_of: datetime, campaigns: Sequence[str] | None = None, now: datetime | None = None
+) -> Any:
+    """Rows a worker may claim: due planned rows, and claims whose worker never started."""
+    now = now or wall_clock()
+    stale = and_(Message.status == "claimed", Message.claimed_at < now - CLAIM_LEASE)
+    if campaigns:
+        stale = and_(stale, Message.campaign.in_(list(campaigns)))
+    return or_(due(as_of, campaigns), stale)
 
 
 def claim(
@@ -48,64 +123,229 @@ def claim(
     limit: int,
     as_of: datetime,
     campaigns: Sequence[str] | None = None,
+    now: datetime | None = None,
 ) -> list[int]:
-    """Take up to ``limit`` due messages for ``worker``; returns their ids."""
+    """Take up to ``limit`` due messages for ``worker`` (highest priority, oldest first)."""
+    now = now or wall_clock()
     chosen = (
         select(Message.id)
-        .where(claimable(as_of, campaigns))
+        .where(claimable(as_of, campaigns, now))
         .order_by(Message.priority.desc(), Message.due_at, Message.id)
         .limit(limit)
     )
+    values = {"status": "claimed", "claimed_by": worker, "claimed_at": now}
     if connection.dialect.name == "postgresql":
-        chosen = chosen.with_for_update(skip_locked=True)
+        # a CTE is evaluated once: the locked rows are exactly the rows updated
+        locked = chosen.with_for_update(skip_locked=True).cte("chosen")
+        statement = update(Message).where(Message.id == locked.c.id)
+    else:  # SQLite: the claim runs under BEGIN IMMEDIATE, alone among writers
+        statement = update(Message).where(Message.id.in_(chosen.scalar_subquery()))
     result = connection.execute(
-        update(Message)
-        .where(Message.id.in_(chosen.scalar_subquery()))
-        .values(status="claimed", claimed_by=worker, claimed_at=as_of)
+        statement.values(**values)
         .returning(Message.id)
         .execution_options(synchronize_session=False)
     )
     return sorted(row[0] for row in result)
 
 
-def count_due(
-    connection: Connection, as_of: datetime, campaigns: Sequence[str] | None = None
-) -> int:
-    return int(
-        connection.execute(select(func.count()).where(claimable(as_of, campaigns))).scalar_one()
+def claimed_by(connection: Connection, worker: str) -> list[int]:
+    """Rows ``worker`` claimed and has not started sending (to resume after a retry)."""
+    return sorted(
+        connection.execute(
+            select(Message.id).where(Message.status == "claimed", Message.claimed_by == worker)
+        ).scalars()
     )
 
 
-def load_batch(connection: Connection, ids: Sequence[int]) -> list[tuple[Any, Recipient]]:
-    """Outbox rows with their recipients, in one query."""
-    if not ids:
-        return []
-    rows = connection.execute(
-        select(
-            Message.id,
-            Message.uid,
-            Message.campaign,
-            Message.kind,
-            Message.variant,
-            Message.locale,
-            Message.to_email,
-            Message.stage,
-            Message.details,
-            Message.claimed_by,
-            *RECIPIENT_COLUMNS,
+def started_by(connection: Connection, worker: str) -> int:
+    """How many rows ``worker`` has started sending (what a resumed worker already used)."""
+    return int(
+        connection.execute(
+            select(func.count()).where(
+                Message.claimed_by == worker,
+                Message.status.in_(("sending", "sent", "ambiguous")),
+            )
+        ).scalar_one()
+    )
+
+
+def count_due(
+    connection: Connection,
+    as_of: datetime,
+    campaigns: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Messages a delivery at ``as_of`` would take (due, or abandoned claims)."""
+    return int(
+        connection.execute(
+            select(func.count()).where(claimable(as_of, campaigns, now))
+        ).scalar_one()
+    )
+
+
+def count_in_doubt(connection: Connection) -> dict[str, int]:
+    """Rows whose fate is not settled: ``sending`` (in flight, or its worker stopped less
+    than a lease ago) and ``ambiguous`` (held until the provider's events settle it)."""
+    counts = dict.fromkeys(IN_DOUBT_STATUSES, 0)
+    for status, n in connection.execute(
+        select(Message.status, func.count())
+        .where(Message.status.in_(IN_DOUBT_STATUSES))
+        .group_by(Message.status)
+    ):
+        counts[status] = int(n)
+    return counts
+
+
+# ----------------------------------------------------------------------------------- loading
+
+_ROW_COLUMNS = (
+    Message.id,
+    Message.uid,
+    Message.campaign,
+    Message.kind,
+    Message.variant,
+    Message.locale,
+    Message.to_email,
+    Message.stage,
+    Message.attempts,
+    Message.details,
+)
+
+
+def _outbox_row(row: Any) -> OutboxRow:
+    return OutboxRow(
+        id=row.id,
+        uid=row.uid,
+        campaign=row.campaign,
+        kind=row.kind,
+        variant=row.variant,
+        locale=row.locale,
+        to_email=row.to_email or "",
+        stage=row.stage,
+        attempts=row.attempts or 0,
+        details=dict(row.details or {}),
+    )
+
+
+def _with_recipients(query: Any) -> Any:
+    return query.join(Customer, Customer.id == Message.customer_id).outerjoin(
+        CustomerScore, CustomerScore.customer_id == Customer.id
+    )
+
+
+def load_batch(connection: Connection, ids: Sequence[int]) -> list[tuple[OutboxRow, Recipient]]:
+    """Outbox rows with their recipients, in id order."""
+    found: list[tuple[OutboxRow, Recipient]] = []
+    for part in _chunks(sorted(ids)):
+        rows = connection.execute(
+            _with_recipients(select(*_ROW_COLUMNS, *RECIPIENT_COLUMNS))
+            .where(Message.id.in_(list(part)))
+            .order_by(Message.id)
+        ).all()
+        found += [(_outbox_row(row), recipient_from_row(row, email=row.to_email)) for row in rows]
+    return found
+
+
+def load_due(
+    connection: Connection,
+    as_of: datetime,
+    limit: int | None,
+    campaigns: Sequence[str] | None = None,
+) -> list[tuple[OutboxRow, Recipient]]:
+    """Due rows in claim order, without claiming them (dry run)."""
+    query = (
+        _with_recipients(select(*_ROW_COLUMNS, *RECIPIENT_COLUMNS))
+        .where(due(as_of, campaigns))
+        .order_by(Message.priority.desc(), Message.due_at, Message.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        (_outbox_row(row), recipient_from_row(row, email=row.to_email))
+        for row in connection.execute(query)
+    ]
+
+
+def late_skips(
+    connection: Connection,
+    batch: Sequence[tuple[OutboxRow, Recipient]],
+    consent_topics: dict[str, str | None],
+) -> dict[int, str]:
+    """Rows that must not go out any more (checked again just before sending, since a row can
+    wait hours for its send window): the address was suppressed, or the customer withdrew
+    the campaign's consent. ``consent_topics``: campaign → required consent topic."""
+    skips: dict[int, str] = {}
+    emails = sorted({row.to_email.lower() for row, _ in batch if row.to_email})
+    suppressed: set[str] = set()
+    for part in _chunks(emails):
+        suppressed.update(
+            connection.execute(
+                select(Suppression.email).where(Suppression.email.in_(list(part)))
+            ).scalars()
         )
-        .join(Customer, Customer.id == Message.customer_id)
-        .outerjoin(CustomerScore, CustomerScore.customer_id == Customer.id)
-        .where(Message.id.in_(list(ids)))
-        .order_by(Message.id)
-    ).all()
-    return [(row, recipient_from_row(row, email=row.to_email)) for row in rows]
+    by_topic: dict[str, list[int]] = {}
+    for row, recipient in batch:
+        if row.to_email.lower() in suppressed:
+            skips[row.id] = "suppressed"
+            continue
+        topic = consent_topics.get(row.campaign)
+        if topic:
+            by_topic.setdefault(topic, []).append(recipient.customer_id)
+    for topic, customers in by_topic.items():
+        granted: set[int] = set()
+        for part in _chunks(sorted(set(customers))):
+            granted.update(
+                connection.execute(
+                    select(Consent.customer_id).where(
+                        Consent.topic == topic,
+                        Consent.granted.is_(True),
+                        Consent.customer_id.in_(list(part)),
+                    )
+                ).scalars()
+            )
+        for row, recipient in batch:
+            if (
+                row.id not in skips
+                and consent_topics.get(row.campaign) == topic
+                and recipient.customer_id not in granted
+            ):
+                skips[row.id] = "no_consent"
+    return skips
 
 
-def mark_sending(
+def provider_events(connection: Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    """Rows among ``ids`` the provider already reported on (the webhook stored an event):
+    id → the provider's message id (None when the event did not carry one)."""
+    found: dict[int, tuple[datetime, str | None]] = {}
+    for part in _chunks(sorted(ids)):
+        for message_id, at, payload in connection.execute(
+            select(DeliveryEvent.message_id, DeliveryEvent.occurred_at, DeliveryEvent.payload)
+            .where(DeliveryEvent.message_id.in_(list(part)))
+            .order_by(DeliveryEvent.occurred_at)
+        ):
+            if message_id not in found:
+                found[message_id] = (at, _provider_id(payload))
+    return {message_id: pid for message_id, (_at, pid) in found.items()}
+
+
+def _provider_id(payload: Any) -> str | None:
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    value = payload.get("sg_message_id") if isinstance(payload, dict) else None
+    return str(value).split(".", 1)[0] if value else None
+
+
+# ------------------------------------------------------------------------------- transitions
+
+
+def start_sending(
     connection: Connection, ids: Sequence[int], worker: str, now: datetime
 ) -> list[int]:
-    """Commit point before the provider call: only rows still claimed by ``worker``."""
+    """The commit point before the provider call: only rows still claimed by ``worker``
+    become ``sending``; the others were taken over and must not be sent."""
     if not ids:
         return []
     result = connection.execute(
@@ -118,83 +358,158 @@ def mark_sending(
     return sorted(row[0] for row in result)
 
 
-def mark_failed(connection: Connection, ids_errors: dict[int, str], now: datetime) -> None:
-    """Permanent failures before sending (render errors, unknown campaign)."""
-    for message_id, error in ids_errors.items():
-        connection.execute(
+def _settle_claimed(
+    connection: Connection, worker: str, values_by_id: dict[int, dict[str, Any]]
+) -> int:
+    """Move rows still claimed by ``worker`` out of the claim; returns how many moved."""
+    moved = 0
+    for message_id, values in values_by_id.items():
+        moved += connection.execute(
             update(Message)
-            .where(Message.id == message_id)
-            .values(status="failed", error=error[:2000], sending_at=None)
-        )
+            .where(
+                Message.id == message_id,
+                Message.status == "claimed",
+                Message.claimed_by == worker,
+            )
+            .values(**values)
+        ).rowcount
+    return moved
+
+
+def mark_failed(connection: Connection, errors: dict[int, str], worker: str) -> int:
+    """Permanent failures found before sending (render errors, unknown campaign)."""
+    return _settle_claimed(
+        connection,
+        worker,
+        {i: {"status": "failed", "error": error[:2000]} for i, error in errors.items()},
+    )
+
+
+def mark_skipped(connection: Connection, reasons: dict[int, str], worker: str) -> int:
+    """Rows a late guard holds back (suppressed, consent withdrawn): skipped, with why."""
+    return _settle_claimed(
+        connection,
+        worker,
+        {i: {"status": "skipped", "skip_reason": reason} for i, reason in reasons.items()},
+    )
+
+
+def mark_sent_by_events(
+    connection: Connection, found: dict[int, str | None], worker: str, provider: str, at: datetime
+) -> int:
+    """Claimed rows the provider's events show it already has: ``sent``, not sent again."""
+    return _settle_claimed(
+        connection,
+        worker,
+        {
+            i: {
+                "status": "sent",
+                "sent_at": at,
+                "provider": provider,
+                "provider_message_id": pid,
+                "error": None,
+            }
+            for i, pid in found.items()
+        },
+    )
 
 
 def record_outcomes(
     connection: Connection,
     outcomes: Sequence[SendOutcome],
     ids_by_uid: dict[str, int],
+    worker: str,
     provider: str,
-    now: datetime,
-) -> None:
-    """Commit point after the provider call."""
-    sent = [
-        {"_id": ids_by_uid[o.uid], "_pid": o.provider_message_id}
-        for o in outcomes
-        if o.status == "sent"
-    ]
+    sent_at: datetime,
+) -> dict[str, str]:
+    """The commit point after the provider call.
+
+    Only rows ``worker`` is sending (or that a lease check declared ambiguous meanwhile)
+    change, so a late answer never overwrites what another writer settled (the webhook's
+    ``sent`` stays). Returns, per uid, what was written: ``sent`` (always: the provider has
+    the message), ``failed``, ``retried`` (due again later, or ``failed`` past
+    ``MAX_ATTEMPTS``) or ``ambiguous``.
+    """
+    table = table_of(Message)
+    mine = and_(
+        table.c.id == bindparam("_id"),
+        table.c.claimed_by == worker,
+        or_(*(table.c.status == status for status in IN_DOUBT_STATUSES)),
+    )
+    applied: dict[str, str] = {}
+    sent = [o for o in outcomes if o.status == "sent"]
     if sent:
         connection.execute(
-            update(table_of(Message))
-            .where(table_of(Message).c.id == bindparam("_id"))
+            update(table)
+            .where(mine)
             .values(
                 status="sent",
-                sent_at=now,
+                sent_at=sent_at,
                 provider=provider,
                 provider_message_id=bindparam("_pid"),
                 error=None,
             ),
-            sent,
+            [{"_id": ids_by_uid[o.uid], "_pid": o.provider_message_id} for o in sent],
         )
+        applied.update(dict.fromkeys((o.uid for o in sent), "sent"))
     for outcome in outcomes:
-        message_id = ids_by_uid[outcome.uid]
+        params = {"_id": ids_by_uid[outcome.uid]}
+        error = (outcome.error or "")[:2000]
         if outcome.status == "failed":
-            values: dict[str, Any] = {"status": "failed", "error": (outcome.error or "")[:2000]}
+            statement = update(table).where(mine).values(status="failed", error=error)
         elif outcome.status == "ambiguous":
-            values = {"status": "ambiguous", "error": (outcome.error or "")[:2000]}
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("_id"))
+                .where(table.c.claimed_by == worker, table.c.status == "sending")
+                .values(status="ambiguous", error=error)
+            )
         elif outcome.status == "retry":
-            values = {
-                "status": "planned",
-                "error": (outcome.error or "")[:2000],
-                "due_at": now + timedelta(seconds=outcome.retry_after or 60),
-                "claimed_by": None,
-                "claimed_at": None,
-            }
+            gave_up = table.c.attempts >= MAX_ATTEMPTS
+            statement = (
+                update(table)
+                .where(mine)
+                .values(
+                    status=case((gave_up, literal("failed")), else_=literal("planned")),
+                    error=case(
+                        (gave_up, literal(f"gave up after {MAX_ATTEMPTS} attempts: {error}")),
+                        else_=literal(error),
+                    ),
+                    due_at=sent_at + timedelta(seconds=outcome.retry_after or 60.0),
+                    claimed_by=None,
+                    claimed_at=None,
+                )
+            )
         else:
             continue
-        connection.execute(update(Message).where(Message.id == message_id).values(**values))
-    # rows retried too often become failures
-    connection.execute(
-        update(Message)
-        .where(Message.status == "planned", Message.attempts >= MAX_ATTEMPTS)
-        .values(
-            status="failed", error=func.coalesce(Message.error, "") + " (gave up after retries)"
-        )
-    )
+        result = connection.execute(statement.returning(table.c.status), params).first()
+        if result is not None:
+            applied[outcome.uid] = "retried" if result[0] == "planned" else str(result[0])
+    return applied
 
 
-def release(connection: Connection, ids: Sequence[int], worker: str) -> None:
-    """Give back claimed rows that were not attempted (send cap reached, shutdown)."""
-    if ids:
-        connection.execute(
+def release(connection: Connection, ids: Sequence[int], worker: str) -> int:
+    """Give back claimed rows that were not attempted (send cap, shutdown, error)."""
+    released = 0
+    for part in _chunks(sorted(ids)):
+        released += connection.execute(
             update(Message)
             .where(
-                Message.id.in_(list(ids)), Message.status == "claimed", Message.claimed_by == worker
+                Message.id.in_(list(part)),
+                Message.status == "claimed",
+                Message.claimed_by == worker,
             )
             .values(status="planned", claimed_by=None, claimed_at=None)
-        )
+        ).rowcount
+    return released
 
 
-def mark_stale_sending_ambiguous(connection: Connection, now: datetime) -> int:
-    """Rows left in ``sending`` past the lease: their worker died mid-call."""
+# ---------------------------------------------------------------------------- reconciliation
+
+
+def mark_stale_sending_ambiguous(connection: Connection, now: datetime | None = None) -> int:
+    """Rows left in ``sending`` past the lease: their worker stopped mid-call."""
+    now = now or wall_clock()
     return connection.execute(
         update(Message)
         .where(Message.status == "sending", Message.sending_at < now - SENDING_LEASE)
@@ -211,6 +526,39 @@ def ambiguous_uids(connection: Connection) -> dict[str, int]:
     }
 
 
+def resolve_from_events(connection: Connection, provider: str) -> int:
+    """Ambiguous rows the provider reported on (events stored by the webhook) were sent."""
+    ids = list(
+        connection.execute(
+            select(Message.id)
+            .where(Message.status == "ambiguous")
+            .where(select(DeliveryEvent.id).where(DeliveryEvent.message_id == Message.id).exists())
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    found = provider_events(connection, ids)
+    earliest = (
+        select(func.min(DeliveryEvent.occurred_at))
+        .where(DeliveryEvent.message_id == Message.id)
+        .scalar_subquery()
+    )
+    resolved = 0
+    for message_id, pid in found.items():
+        resolved += connection.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == "ambiguous")
+            .values(
+                status="sent",
+                sent_at=func.coalesce(earliest, Message.sending_at),
+                provider=func.coalesce(Message.provider, provider),
+                provider_message_id=func.coalesce(Message.provider_message_id, pid),
+                error=None,
+            )
+        ).rowcount
+    return resolved
+
+
 def resolve_ambiguous(
     connection: Connection,
     found: dict[str, str],
@@ -218,9 +566,10 @@ def resolve_ambiguous(
     provider: str,
     now: datetime,
 ) -> int:
-    """Ambiguous rows the provider is known to have become sent."""
+    """Ambiguous rows the sender knows the provider has become sent."""
+    resolved = 0
     for uid, provider_id in found.items():
-        connection.execute(
+        resolved += connection.execute(
             update(Message)
             .where(Message.id == ids_by_uid[uid], Message.status == "ambiguous")
             .values(
@@ -230,5 +579,5 @@ def resolve_ambiguous(
                 sent_at=func.coalesce(Message.sending_at, now),
                 error=None,
             )
-        )
-    return len(found)
+        ).rowcount
+    return resolved

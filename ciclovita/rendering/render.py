@@ -21,7 +21,15 @@ from ciclovita.errors import RenderError
 from ciclovita.rendering.environment import make_environment, text_environment
 
 _SPACES = re.compile(r"\s+")
-DATA_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, LookupError, ArithmeticError)
+# a template can fail on its syntax or on the data given to a filter (money on a date, an
+# unknown time zone): both fail the one message, never the batch
+RENDER_ERRORS: tuple[type[Exception], ...] = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    LookupError,
+    ArithmeticError,
+)
 
 
 @dataclass(frozen=True)
@@ -85,9 +93,7 @@ class Renderer:
             html = self._template(html_name).render(full)
             current = text_name
             text = self._template(text_name).render(full)
-        except (TemplateError, *DATA_ERRORS) as exc:
-            # a filter given the wrong kind of value (money on a date, an unknown time zone)
-            # fails this one message, never the batch
+        except RENDER_ERRORS as exc:
             raise RenderError(name, current, customer_id, f"{type(exc).__name__}: {exc}") from exc
         try:
             html = self.inliner.inline(html)

@@ -92,20 +92,23 @@ def read_facts(
         .group_by(Event.customer_id),
         ["customer_id", "last_engaged_s"],
     )
-    latest_answer = (
+    answers = (
         select(
             SurveyResponse.customer_id,
-            func.max(SurveyResponse.id).label("last_id"),
+            SurveyResponse.score,
+            func.row_number()
+            .over(
+                partition_by=SurveyResponse.customer_id,
+                order_by=(SurveyResponse.answered_at.desc(), SurveyResponse.id.desc()),
+            )
+            .label("newest_first"),
         )
         .where(SurveyResponse.kind == "nps", SurveyResponse.answered_at <= as_of)
-        .group_by(SurveyResponse.customer_id)
         .subquery()
     )
-    nps = _frame(
+    nps = _frame(  # each customer's latest answer, by when it was given
         connection,
-        select(SurveyResponse.customer_id, SurveyResponse.score).join(
-            latest_answer, SurveyResponse.id == latest_answer.c.last_id
-        ),
+        select(answers.c.customer_id, answers.c.score).where(answers.c.newest_first == 1),
         ["customer_id", "nps"],
     )
     converted = and_(Referral.converted_at.is_not(None), Referral.converted_at <= as_of)

@@ -193,8 +193,11 @@ def score_value(
     )
     if model.bgnbd is None:
         out.loc[buyer, "p_alive"] = np.nan
-    out["clv_quantile"] = clv_quantile(
-        out["predicted_clv_cents"].to_numpy(), buyer, model.clv_percentiles
+    # without a fitted model every predicted CLV is 0: no quantile rather than a false "top"
+    out["clv_quantile"] = (
+        clv_quantile(out["predicted_clv_cents"].to_numpy(), buyer, model.clv_percentiles)
+        if model.bgnbd is not None
+        else np.full(n, np.nan)
     )
     return out
 

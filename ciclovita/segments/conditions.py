@@ -533,4 +533,16 @@ def condition_json_schema() -> dict[str, Any]:
         },
     ]
     variants += [field_schema(name, field) for name, field in FIELDS.items()]
+    # several keys in one mapping are an implicit `all` (as parse_condition reads them)
+    combined: dict[str, Any] = {}
+    for variant in variants:
+        combined.update(variant["properties"])
+    variants.append(
+        {
+            "type": "object",
+            "properties": combined,
+            "additionalProperties": False,
+            "minProperties": 2,
+        }
+    )
     return {"anyOf": variants}

@@ -44,8 +44,6 @@ def segment_sizes(engine: Engine, segments: Sequence[Segment]) -> list[SegmentSi
             change = None
             if len(runs) == 2:
                 change = runs[0].size - runs[1].size
-            elif last is not None:
-                change = last.size
             out.append(
                 SegmentSize(
                     segment.name,

@@ -1,13 +1,18 @@
 """The sender interface and the registry of senders (a name may be registered once).
 
-A sender takes a batch of rendered messages and answers one ``SendOutcome`` per message; it
-never raises for a single message's failure. ``reconcile`` tells, for messages whose fate is
-unknown after a crash, which ones the provider has (when the sender can know).
+A sender takes one rendered message at a time with ``submit`` and answers a future of its
+``SendOutcome``; the future never raises for the message's own failure (a refusal, a timeout,
+a network error are outcomes). ``concurrency`` says how many messages it works on at once, so
+the dispatcher keeps that many (and a few more) in flight. ``reconcile`` tells, for messages
+whose fate is unknown after a crash, which ones the provider has, when the sender can know.
+
+Senders that finish a message on the spot (file, console) derive from ``InlineSender``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
 from ciclovita.delivery.message import OutgoingEmail, SendOutcome
@@ -17,9 +22,10 @@ from ciclovita.settings import Settings
 @runtime_checkable
 class Sender(Protocol):
     name: str
+    concurrency: int
 
-    def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendOutcome]:
-        """Send each message once; one outcome per message, in the same order."""
+    def submit(self, email: OutgoingEmail) -> Future[SendOutcome]:
+        """Start sending one message; the future's result is its outcome."""
         ...
 
     def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
@@ -27,6 +33,33 @@ class Sender(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def send_all(sender: Sender, emails: Sequence[OutgoingEmail]) -> list[SendOutcome]:
+    """Send every message (concurrently, as the sender allows); outcomes in the same order."""
+    futures = [sender.submit(email) for email in emails]
+    return [future.result() for future in futures]
+
+
+class InlineSender:
+    """Base of senders that deliver a message within ``submit`` (no pool, no waiting)."""
+
+    name = "inline"
+    concurrency = 1
+
+    def send_one(self, email: OutgoingEmail) -> SendOutcome:
+        raise NotImplementedError
+
+    def submit(self, email: OutgoingEmail) -> Future[SendOutcome]:
+        future: Future[SendOutcome] = Future()
+        future.set_result(self.send_one(email))
+        return future
+
+    def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        return None
 
 
 SenderFactory = Callable[[Settings], Sender]

@@ -3,35 +3,30 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import threading
 from typing import TextIO
 
 from ciclovita.delivery.message import OutgoingEmail, SendOutcome
-from ciclovita.delivery.senders.base import register_sender
+from ciclovita.delivery.senders.base import InlineSender, register_sender
 
 
-class ConsoleSender:
+class ConsoleSender(InlineSender):
     name = "console"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
 
-    def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendOutcome]:
-        for email in emails:
+    def send_one(self, email: OutgoingEmail) -> SendOutcome:
+        with self._lock:
             self.stream.write(
                 f"--- message {email.uid} ({email.campaign})\n"
                 f"From: {email.from_name} <{email.from_email}>\n"
                 f"To: {email.to_name} <{email.to_email}>\n"
                 f"Subject: {email.subject}\n\n{email.text.strip()}\n\n"
             )
-        self.stream.flush()
-        return [SendOutcome(e.uid, "sent", provider_message_id=f"console:{e.uid}") for e in emails]
-
-    def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
-        return {}
-
-    def close(self) -> None:
-        return None
+            self.stream.flush()
+        return SendOutcome(email.uid, "sent", provider_message_id=f"console:{email.uid}")
 
 
 register_sender("console", lambda settings: ConsoleSender())
