@@ -123,8 +123,15 @@ def _measure(url: str, result: Any) -> None:
 
     started = time.perf_counter()
     report = recompute_scores(engine, catalog.lifecycle, AS_OF, refit=True)
+    print(f"  scores and stages: {report.timings}", flush=True)
     scores_done = time.perf_counter()
-    changes = recompute_segments(engine, catalog, AS_OF)
+    changes = []
+    per_segment = {}
+    for segment in catalog.segments:
+        clock = time.perf_counter()
+        changes += recompute_segments(engine, catalog, AS_OF, only=segment.name)
+        per_segment[segment.name] = round(time.perf_counter() - clock, 3)
+    print(f"  segments: {per_segment}", flush=True)
     total = time.perf_counter() - started
     phases = dict(report.timings)
     phases["segments"] = round(time.perf_counter() - scores_done, 3)
@@ -151,7 +158,10 @@ def _measure(url: str, result: Any) -> None:
     again_segments = recompute_segments(engine, catalog, AS_OF)
     again_seconds = time.perf_counter() - again_started
     with engine.begin() as connection:  # leave the data set as it was built
-        connection.execute(text("DELETE FROM orders WHERE external_id LIKE 'bench-1pct-%'"))
+        connection.execute(
+            text("DELETE FROM orders WHERE external_id LIKE 'bench-1pct-%' AND placed_at = :placed"),
+            {"placed": placed.replace(tzinfo=None)},
+        )
     engine.dispose()
     result.update(
         {

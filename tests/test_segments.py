@@ -353,11 +353,17 @@ def test_days_since_last_order_at_day_boundaries(
     boundary = {world.ids[name] for name in DAY_NAMES}
     assert {world.ids[name] for name in names} == found & boundary
     ((op, operand),) = operators.items()
-    assert found == world.where(lambda row: holds(row["days_since_last_order"], op, operand))
+    assert found == world.where(lambda row: holds(days_since_last_order(row), op, operand))
 
 
-def test_days_since_last_order_stored_values(world: Built) -> None:
-    stored = {name: world.scores[world.ids[name]]["days_since_last_order"] for name in DAY_NAMES}
+def days_since_last_order(row: dict[str, Any]) -> int | None:
+    """Whole days from the last order to AS_OF (recency is derived, not stored)."""
+    last = row["last_order_at"]
+    return None if last is None else (AS_OF - last).days
+
+
+def test_days_since_last_order_values(world: Built) -> None:
+    stored = {name: days_since_last_order(world.scores[world.ids[name]]) for name in DAY_NAMES}
     assert stored == {
         "day9": 9,
         "day10": 10,

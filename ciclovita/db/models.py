@@ -204,7 +204,6 @@ class CustomerScore(Base):
     repeat_purchases: Mapped[int] = mapped_column(Integer, default=0)
     first_order_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_order_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    days_since_last_order: Mapped[int | None] = mapped_column(Integer)
     last_engaged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     monetary_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     avg_order_cents: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from ciclovita.campaigns.catalog import Catalog, LoadedCampaign
@@ -58,7 +58,7 @@ EVENTS_PROVIDER = "sendgrid"
 RENDER_CHUNK = 64
 """Rows prepared (loaded, checked, rendered) together, in this thread or in one worker."""
 RECORD_EVERY = 0.05
-"""Seconds a finished outcome may wait for others before it is recorded."""
+"""Seconds a finished outcome may wait for others before they are recorded together."""
 DB_ATTEMPTS = 5
 """Tries of one pipeline transaction when the database fails transiently."""
 MAX_ERRORS_KEPT = 100
@@ -284,13 +284,24 @@ def _start_render_worker(settings: Settings) -> None:
     """In a render worker process: its own catalogue, renderer and database engine."""
     global _WORKER
     from ciclovita.campaigns.catalog import load_catalog
-    from ciclovita.db.engine import get_engine
 
     catalog = load_catalog(settings.campaigns_dir)
     _WORKER = (
         MessageBuilder(catalog, Renderer(settings.templates_dir), settings),
-        get_engine(settings.database_url),
+        _reading_engine(settings.database_url),
     )
+
+
+def _reading_engine(url: str) -> Engine:
+    """The engine of a render worker, which only reads. ciclovita's SQLite engines open
+    every transaction with BEGIN IMMEDIATE (the writers' lock); a worker reading under it
+    would hold up the delivering process's commits, so on SQLite it reads in autocommit
+    (WAL: readers and the writer never wait for each other)."""
+    from ciclovita.db.engine import get_engine
+
+    if make_url(url).get_backend_name() != "sqlite":
+        return get_engine(url)
+    return create_engine(url, connect_args={"timeout": 60}, isolation_level="AUTOCOMMIT")
 
 
 def _prepare_in_worker(ids: list[int]) -> list[Prepared]:
@@ -326,8 +337,11 @@ class _Pipeline:
         self.report = report
         self.sent_at = sent_at
         self.clock = clock
-        self.window = max(2 * sender.concurrency, 32)
-        self.step = max(1, sender.concurrency // 2)
+        # rows in ``sending`` at once: what the sender works on, and enough queued behind it
+        # to keep it busy while outcomes are recorded (a commit costs about as much as
+        # recording 30 outcomes, so they are recorded together, every RECORD_EVERY at most)
+        self.window = sender.concurrency + max(sender.concurrency, 64)
+        self.step = self.window // 2
         self.in_flight: dict[str, Prepared] = {}
         self.finished: queue.SimpleQueue[tuple[Prepared, Future[SendOutcome]]] = queue.SimpleQueue()
 

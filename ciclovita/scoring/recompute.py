@@ -32,6 +32,7 @@ from ciclovita.scoring.rfm import (
 from ciclovita.scoring.stages import DAY, assign_stages, estimate_entered
 from ciclovita.scoring.value import (
     ValueModel,
+    buyer_sample,
     clv_percentile_points,
     fit_value_model,
     score_value,
@@ -46,7 +47,6 @@ COMPARED = (
     "repeat_purchases",
     "first_order_s",
     "last_order_s",
-    "days_since_last_order",
     "last_engaged_s",
     "monetary_cents",
     "avg_order_cents",
@@ -119,7 +119,8 @@ def build_reference(
 
     Until the next refit, scores are read against this reference, so a customer's R/F/M and
     CLV quantile change only when their own figures do (and a recompute after a few new
-    orders writes only those customers).
+    orders writes only those customers). RFM breakpoints come from every buyer; CLV
+    percentiles from the same seeded sample of buyers the models were fitted on.
     """
     buyer, recency, frequency, monetary = _rfm_inputs(facts, as_of)
     reference: dict[str, Any] = {
@@ -127,10 +128,9 @@ def build_reference(
         "frequency": quintile_breakpoints(frequency[buyer]),
         "monetary": quintile_breakpoints(monetary[buyer]),
     }
-    values = score_value(facts, model, as_of, config.value)
-    reference["clv"] = clv_percentile_points(
-        values["predicted_clv_cents"].to_numpy(dtype=float)[buyer]
-    )
+    sample = buyer_sample(facts, config.value)
+    values = score_value(sample, model, as_of, config.value)
+    reference["clv"] = clv_percentile_points(values["predicted_clv_cents"].to_numpy(dtype=float))
     return replace(model, reference=reference)
 
 
@@ -140,7 +140,6 @@ def compute_scores(
     """Every score column for every customer in ``facts`` (pure: no database)."""
     frame = facts.copy()
     buyer, recency, frequency, monetary = _rfm_inputs(frame, as_of)
-    frame["days_since_last_order"] = pd.array(np.where(buyer, -recency, np.nan), dtype="Int64")
     frame["repeat_purchases"] = np.maximum(frame["purchase_days"].to_numpy() - 1, 0)
     orders = frame["order_count"].to_numpy()
     frame["avg_order_cents"] = np.where(
@@ -168,53 +167,25 @@ def compute_scores(
 
 
 def _read_current(connection: Connection) -> pd.DataFrame:
+    """The stored scores, for the diff (read through ``read_frame``: a million rows fast)."""
     s = CustomerScore
-    query = select(
-        s.customer_id,
-        s.stage,
-        epoch_seconds(s.stage_since).label("stage_since_s"),
-        s.order_count,
-        s.repeat_purchases,
-        epoch_seconds(s.first_order_at).label("first_order_s"),
-        epoch_seconds(s.last_order_at).label("last_order_s"),
-        s.days_since_last_order,
-        epoch_seconds(s.last_engaged_at).label("last_engaged_s"),
-        s.monetary_cents,
-        s.avg_order_cents,
-        s.r_score,
-        s.f_score,
-        s.m_score,
-        s.rfm_segment,
-        s.historical_clv_cents,
-        s.predicted_clv_cents,
-        s.clv_quantile,
-        s.expected_purchases,
-        s.p_alive,
-        s.expected_order_cents,
-        s.indirect_value_cents,
-        s.campaign_cost_cents,
-        s.net_value_cents,
-        s.nps,
-        s.converted_referrals,
-    )
-    rows = connection.execute(query).all()
     columns = ["customer_id", "stage", "stage_since_s", *COMPARED[1:]]
-    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns).set_index(
-        "customer_id"
+    selected = {
+        "stage_since_s": epoch_seconds(s.stage_since),
+        **{seconds: epoch_seconds(getattr(s, column)) for seconds, column in TIME_COLUMNS.items()},
+    }
+    query = select(
+        *(selected[name].label(name) if name in selected else getattr(s, name) for name in columns)
     )
-    for name in (
-        "first_order_s",
-        "last_order_s",
-        "last_engaged_s",
-        "days_since_last_order",
-        "r_score",
-        "f_score",
-        "m_score",
-        "nps",
-    ):
+    frame = bulk.read_frame(connection, query, columns).set_index("customer_id")
+    for name in ("first_order_s", "last_order_s", "last_engaged_s", "r_score", "f_score"):
+        frame[name] = frame[name].astype("Int64")
+    for name in ("m_score", "nps"):
         frame[name] = frame[name].astype("Int64")
     for name in ("clv_quantile", "p_alive", "expected_purchases"):
         frame[name] = frame[name].astype("float64")
+    for name in ("stage", "rfm_segment"):
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     return frame
 
 
@@ -407,6 +378,8 @@ def _write(
     opened = pd.concat([history, transitions], ignore_index=True) if len(movers) else history
     opened["entered_at"] = pd.to_datetime(opened["entered_at"], utc=True)
     report.stage_rows_opened = bulk.insert_frame(connection, table_of(StageHistory), opened)
+    if report.rows_written > max(10_000, len(scores) // 10):
+        bulk.refresh_statistics(connection, "customer_scores", "stage_history")
     pairs = Counter(
         f"{a}→{b}" for a, b in zip(transitions["previous_stage"], transitions["stage"], strict=True)
     )

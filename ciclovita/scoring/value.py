@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DAY_SECONDS = 86_400
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+# Model outputs are estimates: stored to two decimals (P(alive) 0.73, not 0.734129), so that
+# the passing of a day does not rewrite every buyer's row, only real changes do.
+PRECISION = 2
 MIN_BUYERS_TO_FIT = 20
 MIN_REPEAT_BUYERS_TO_FIT = 5
 
@@ -80,13 +83,17 @@ class ModelInputs:
 
 def model_inputs(facts: pd.DataFrame, as_of: datetime, time_unit: str) -> ModelInputs:
     """Inputs for every row of ``facts`` (rows without orders get zeros)."""
-    unit = UNIT_DAYS[time_unit] * DAY_SECONDS
-    as_of_s = as_of.timestamp()
-    first = facts["first_order_s"].astype("float64").fillna(as_of_s).to_numpy()
-    last = facts["last_order_s"].astype("float64").fillna(as_of_s).to_numpy()
+    # whole days, as in the literature (purchases are dated, not timed): customers with the
+    # same history then share one (x, t_x, T) and the models compute it once
+    unit = UNIT_DAYS[time_unit]
+    as_of_day = np.floor(as_of.timestamp() / DAY_SECONDS)
+    now = as_of.timestamp()
+    first_s = facts["first_order_s"].astype("float64").fillna(now).to_numpy()
+    last_s = facts["last_order_s"].astype("float64").fillna(now).to_numpy()
+    first, last = np.floor(first_s / DAY_SECONDS), np.floor(last_s / DAY_SECONDS)
     frequency = np.maximum(facts["purchase_days"].to_numpy(dtype=float) - 1.0, 0.0)
     recency = np.maximum(last - first, 0.0) / unit
-    age = np.maximum(as_of_s - first, 0.0) / unit
+    age = np.maximum(as_of_day - first, 0.0) / unit
     recency = np.minimum(recency, age)
     orders = facts["order_count"].to_numpy(dtype=float)
     avg_order = np.divide(
@@ -98,14 +105,20 @@ def model_inputs(facts: pd.DataFrame, as_of: datetime, time_unit: str) -> ModelI
     return ModelInputs(frequency, recency, age, avg_order)
 
 
+def buyer_sample(facts: pd.DataFrame, settings: ValueSettings) -> pd.DataFrame:
+    """A seeded random sample of buyers, at most ``fit_sample_size`` (all when fewer)."""
+    buyers = facts[facts["order_count"] > 0]
+    if len(buyers) <= settings.fit_sample_size:
+        return buyers
+    rng = np.random.default_rng(settings.seed)
+    chosen = np.sort(rng.choice(len(buyers), size=settings.fit_sample_size, replace=False))
+    return buyers.iloc[chosen]
+
+
 def fit_value_model(facts: pd.DataFrame, as_of: datetime, settings: ValueSettings) -> ValueModel:
     """Fit BG/NBD and Gamma-Gamma on a seeded sample of buyers."""
-    buyers = facts[facts["order_count"] > 0]
-    n = len(buyers)
-    if n > settings.fit_sample_size:
-        rng = np.random.default_rng(settings.seed)
-        chosen = np.sort(rng.choice(n, size=settings.fit_sample_size, replace=False))
-        buyers = buyers.iloc[chosen]
+    n = int((facts["order_count"] > 0).sum())
+    buyers = buyer_sample(facts, settings)
     inputs = model_inputs(buyers, as_of, settings.time_unit)
     repeaters = int((inputs.frequency > 0).sum())
     empty = ValueModel(None, None, None, None, n, len(buyers), False, settings.time_unit, as_of)
@@ -170,7 +183,10 @@ def score_value(
     campaign_cost = (
         facts["messages_sent"].to_numpy(dtype=np.int64) * settings.cost_per_message_cents
     )
-    predicted_cents = np.rint(np.nan_to_num(clv, nan=0.0, posinf=0.0)).astype(np.int64)
+    # an estimate, kept to whole euros: stable from one day to the next
+    predicted_cents = (np.rint(np.nan_to_num(clv, nan=0.0, posinf=0.0) / 100) * 100).astype(
+        np.int64
+    )
     net = (
         historical
         + predicted_cents
@@ -180,8 +196,8 @@ def score_value(
     )
     out = pd.DataFrame(
         {
-            "expected_purchases": np.round(np.nan_to_num(expected, nan=0.0), 6),
-            "p_alive": np.where(buyer, np.round(alive, 6), np.nan),
+            "expected_purchases": np.round(np.nan_to_num(expected, nan=0.0), PRECISION),
+            "p_alive": np.where(buyer, np.round(alive, PRECISION), np.nan),
             "expected_order_cents": np.rint(np.nan_to_num(order_value)).astype(np.int64),
             "historical_clv_cents": historical,
             "predicted_clv_cents": predicted_cents,

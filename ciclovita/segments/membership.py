@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, exists, func, insert, literal, select, update
 
+from ciclovita.db.bulk import refresh_statistics
 from ciclovita.db.models import Customer, CustomerScore, SegmentMembership, SegmentRun
 from ciclovita.segments.conditions import compile_condition
 from ciclovita.segments.definitions import Segment
@@ -79,6 +80,8 @@ def recompute_segment(
         )
     )
     size = connection.execute(open_count).scalar_one()
+    if abs(size - before) + exited > max(10_000, size // 10):
+        refresh_statistics(connection, "segment_memberships")
     # INSERT … SELECT row counts are not reliable across drivers: count instead
     entered = size - before + exited
     connection.execute(

@@ -147,7 +147,7 @@ def build_mail(email: OutgoingEmail, *, sandbox: bool) -> Mail:
         if name.lower() in RESERVED_HEADERS:
             raise PermanentDeliveryError(f"header {name!r} is reserved by SendGrid")
         mail.add_header(Header(name, value))
-    for category in categories_of(email):
+    for category in reversed(categories_of(email)):  # the helper inserts each in front
         mail.add_category(Category(category))
     if email.reply_to:
         mail.reply_to = ReplyTo(email.reply_to)
