@@ -57,7 +57,13 @@ def check_settings() -> tuple[Check, Settings | None]:
     try:
         settings = load_settings()
     except ConfigurationError as exc:
-        return Check("settings", "failed", str(exc), "fix that setting (environment or .env)"), None
+        fix = "fix that setting (environment or .env)"
+        if exc.setting == "CICLOVITA_SENDGRID_API_KEY":
+            fix = (
+                "set CICLOVITA_SENDGRID_API_KEY, or save the key in the Prefect Secret block "
+                "ciclovita-sendgrid-api-key (read when PREFECT_API_URL is set)"
+            )
+        return Check("settings", "failed", str(exc), fix), None
     return Check("settings", "ok", f"loaded; sender {settings.sender}"), settings
 
 

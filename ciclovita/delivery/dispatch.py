@@ -57,7 +57,7 @@ EVENTS_PROVIDER = "sendgrid"
 """Whose events the webhook stores (what reconciliation from events records as provider)."""
 RENDER_CHUNK = 64
 """Rows prepared (loaded, checked, rendered) together, in this thread or in one worker."""
-RECORD_EVERY = 0.05
+RECORD_EVERY = 0.02
 """Seconds a finished outcome may wait for others before they are recorded together."""
 DB_ATTEMPTS = 5
 """Tries of one pipeline transaction when the database fails transiently."""
@@ -338,9 +338,10 @@ class _Pipeline:
         self.sent_at = sent_at
         self.clock = clock
         # rows in ``sending`` at once: what the sender works on, and enough queued behind it
-        # to keep it busy while outcomes are recorded (a commit costs about as much as
-        # recording 30 outcomes, so they are recorded together, every RECORD_EVERY at most)
-        self.window = sender.concurrency + max(sender.concurrency, 64)
+        # to keep it busy while outcomes are recorded and the next rows rendered. A crash
+        # leaves at most this many rows in doubt; a commit costs about as much as recording
+        # ten outcomes, so outcomes are recorded together, every RECORD_EVERY at most.
+        self.window = sender.concurrency + max(sender.concurrency, 32)
         self.step = self.window // 2
         self.in_flight: dict[str, Prepared] = {}
         self.finished: queue.SimpleQueue[tuple[Prepared, Future[SendOutcome]]] = queue.SimpleQueue()

@@ -69,6 +69,36 @@ IN_CHUNK = 1_000
 
 IN_DOUBT_STATUSES = ("sending", "ambiguous")
 
+# The two statements of every pipeline commit, built once: building a statement costs more
+# than running it, and a delivery runs them dozens of times a second.
+_MESSAGES = table_of(Message)
+_MINE = and_(
+    _MESSAGES.c.id == bindparam("_id"),
+    _MESSAGES.c.claimed_by == bindparam("_worker"),
+    or_(_MESSAGES.c.status == "sending", _MESSAGES.c.status == "ambiguous"),
+)
+_START_SENDING = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("_ids", expanding=True)),
+        _MESSAGES.c.status == "claimed",
+        _MESSAGES.c.claimed_by == bindparam("_worker"),
+    )
+    .values(status="sending", sending_at=bindparam("_now"), attempts=_MESSAGES.c.attempts + 1)
+    .returning(_MESSAGES.c.id)
+)
+_RECORD_SENT = (
+    update(_MESSAGES)
+    .where(_MINE)
+    .values(
+        status="sent",
+        sent_at=bindparam("_sent_at"),
+        provider=bindparam("_provider"),
+        provider_message_id=bindparam("_pid"),
+        error=None,
+    )
+)
+
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
@@ -348,13 +378,7 @@ def start_sending(
     become ``sending``; the others were taken over and must not be sent."""
     if not ids:
         return []
-    result = connection.execute(
-        update(Message)
-        .where(Message.id.in_(list(ids)), Message.status == "claimed", Message.claimed_by == worker)
-        .values(status="sending", sending_at=now, attempts=Message.attempts + 1)
-        .returning(Message.id)
-        .execution_options(synchronize_session=False)
-    )
+    result = connection.execute(_START_SENDING, {"_ids": list(ids), "_worker": worker, "_now": now})
     return sorted(row[0] for row in result)
 
 
@@ -430,30 +454,27 @@ def record_outcomes(
     the message), ``failed``, ``retried`` (due again later, or ``failed`` past
     ``MAX_ATTEMPTS``) or ``ambiguous``.
     """
-    table = table_of(Message)
-    mine = and_(
-        table.c.id == bindparam("_id"),
-        table.c.claimed_by == worker,
-        or_(*(table.c.status == status for status in IN_DOUBT_STATUSES)),
-    )
+    table = _MESSAGES
+    mine = _MINE
     applied: dict[str, str] = {}
     sent = [o for o in outcomes if o.status == "sent"]
     if sent:
         connection.execute(
-            update(table)
-            .where(mine)
-            .values(
-                status="sent",
-                sent_at=sent_at,
-                provider=provider,
-                provider_message_id=bindparam("_pid"),
-                error=None,
-            ),
-            [{"_id": ids_by_uid[o.uid], "_pid": o.provider_message_id} for o in sent],
+            _RECORD_SENT,
+            [
+                {
+                    "_id": ids_by_uid[o.uid],
+                    "_worker": worker,
+                    "_pid": o.provider_message_id,
+                    "_sent_at": sent_at,
+                    "_provider": provider,
+                }
+                for o in sent
+            ],
         )
         applied.update(dict.fromkeys((o.uid for o in sent), "sent"))
     for outcome in outcomes:
-        params = {"_id": ids_by_uid[outcome.uid]}
+        params = {"_id": ids_by_uid[outcome.uid], "_worker": worker}
         error = (outcome.error or "")[:2000]
         if outcome.status == "failed":
             statement = update(table).where(mine).values(status="failed", error=error)
@@ -461,7 +482,7 @@ def record_outcomes(
             statement = (
                 update(table)
                 .where(table.c.id == bindparam("_id"))
-                .where(table.c.claimed_by == worker, table.c.status == "sending")
+                .where(table.c.claimed_by == bindparam("_worker"), table.c.status == "sending")
                 .values(status="ambiguous", error=error)
             )
         elif outcome.status == "retry":

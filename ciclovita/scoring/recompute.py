@@ -288,7 +288,12 @@ def recompute_scores(
     One transaction: a failed recompute leaves the previous scores in place.
     """
     with engine.begin() as connection:
-        return recompute_scores_on(connection, config, as_of, cycle_id=cycle_id, refit=refit)
+        report = recompute_scores_on(connection, config, as_of, cycle_id=cycle_id, refit=refit)
+    if report.rows_written > max(10_000, report.customers // 10):
+        started = time.perf_counter()
+        bulk.vacuum(engine, "customer_scores", "stage_history")
+        report.timings["vacuum"] = round(time.perf_counter() - started, 3)
+    return report
 
 
 def recompute_scores_on(
