@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     from_email: str = Field("hello@example.com", description="Default sender address.")
     from_name: str = Field("Ciclovita", description="Default sender name.")
     timezone: str = Field("Europe/Rome", description="Time zone of schedules and reports.")
+    dask_address: str | None = Field(
+        None,
+        description="Dask for the delivery batches: unset (threads in the flow's process), "
+        "`local` or `local:N` (a temporary LocalCluster of N processes) or a scheduler "
+        "address such as tcp://dask-scheduler:8786.",
+    )
     sendgrid_timeout_seconds: float = Field(
         30.0,
         gt=0,

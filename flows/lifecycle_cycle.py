@@ -15,27 +15,26 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from ciclovita import cycle
 from ciclovita.delivery.outbox import count_due
 from ciclovita.runtime import get_runtime
+from flows.artifacts import publish_campaigns, publish_stages
+from flows.batches import delivered_by_campaign, submit_batches
+from flows.naming import flow_run_namer
+from flows.provenance import versions
 from flows.report import cycle_markdown
+from flows.runners import configured_task_runner
+from flows.secrets import ensure_sendgrid_key
 from tasks.campaigns import plan_campaign
-from tasks.delivery import deliver_batch, reconcile_sends
+from tasks.delivery import reconcile_sends
 from tasks.scoring import recompute_scores, recompute_segment
-
-
-def _run_name() -> str:
-    as_of = flow_run.parameters.get("as_of")
-    label = as_of.strftime("%Y-%m-%d %H:%M") if isinstance(as_of, datetime) else "now"
-    return f"cycle as of {label}"
 
 
 @flow(
     name="lifecycle-cycle",
-    flow_run_name=_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+    flow_run_name=flow_run_namer("cycle"),
+    task_runner=configured_task_runner(max_workers=4),
     log_prints=True,
 )
 def lifecycle_cycle(
@@ -46,6 +45,7 @@ def lifecycle_cycle(
 ) -> dict[str, Any]:
     """One full cycle. ``as_of`` defaults to now; ``campaigns`` limits which are planned."""
     logger = get_run_logger()
+    ensure_sendgrid_key()
     runtime = get_runtime()
     now = (as_of or datetime.now(UTC)).astimezone(UTC)
     catalog = runtime.catalog
@@ -76,7 +76,7 @@ def lifecycle_cycle(
                 )
             batches = math.ceil(to_send / batch_size)
             sizes = [min(batch_size, to_send - i * batch_size) for i in range(batches)]
-            futures = deliver_batch.map(list(range(batches)), sizes, as_of=now)
+            futures = submit_batches(sizes, now)
             deliveries = [f.result() for f in futures]
         summary: dict[str, Any] = {
             "cycle_id": cycle_id,
@@ -87,9 +87,13 @@ def lifecycle_cycle(
             "segments": segments,
             "plans": plans,
             "delivery": _merge(deliveries),
+            "delivered": delivered_by_campaign(deliveries),
             "reconciled": reconciled,
             "cap_reached": cap_reached,
             "outbox": cycle.outbox_counts(runtime.engine, cycle_id),
+            "versions": versions(
+                catalog, runtime.settings.templates_dir, [p["campaign"] for p in plans]
+            ),
         }
         cycle.finish_cycle(runtime.engine, cycle_id, summary)
     except BaseException:
@@ -100,6 +104,8 @@ def lifecycle_cycle(
         markdown=cycle_markdown(summary),
         description=f"Lifecycle cycle {cycle_id} as of {now:%Y-%m-%d %H:%M} UTC",
     )
+    publish_stages(runtime.engine, summary)
+    publish_campaigns(runtime.engine, summary)
     return summary
 
 
