@@ -20,7 +20,8 @@ from ciclovita.campaigns.planner import CampaignPlan, plan_all, plan_campaign
 from ciclovita.db.models import CustomerScore, CycleRun, Message, table_of
 from ciclovita.referrals import convert_referrals
 from ciclovita.scoring.recompute import RecomputeReport, recompute_scores, recompute_scores_on
-from ciclovita.segments.membership import SegmentChange, close_removed_segments, recompute_segment
+from ciclovita.segments.membership import SegmentChange, recompute_segment
+from ciclovita.segments.membership import close_removed_segments as close_removed
 
 
 def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None) -> int:
@@ -83,8 +84,14 @@ def recompute_segments_on(
         if only is None or segment.name == only:
             changes.append(recompute_segment(connection, segment, as_of, cycle_id))
     if only is None:
-        close_removed_segments(connection, [s.name for s in catalog.segments], as_of)
+        close_removed(connection, [s.name for s in catalog.segments], as_of)
     return changes
+
+
+def close_removed_segments(engine: Engine, catalog: Catalog, as_of: datetime) -> int:
+    """Close the open memberships of segments no longer in segments.yaml."""
+    with engine.begin() as connection:
+        return close_removed(connection, [s.name for s in catalog.segments], as_of)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from flows.runners import configured_task_runner
 from flows.secrets import ensure_sendgrid_key
 from tasks.campaigns import plan_campaign
 from tasks.delivery import reconcile_sends
-from tasks.scoring import recompute_scores, recompute_segment
+from tasks.scoring import close_removed_segments, recompute_scores, recompute_segment
 
 
 @flow(
@@ -53,6 +53,7 @@ def lifecycle_cycle(
     try:
         scores = recompute_scores(now, cycle_id)
         segments = [recompute_segment(segment.name, now, cycle_id) for segment in catalog.segments]
+        close_removed_segments(now)
         reconciled = reconcile_sends(now)
         plans = [
             plan_campaign(c.name, now, cycle_id)

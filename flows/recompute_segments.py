@@ -18,7 +18,7 @@ from ciclovita.runtime import get_runtime
 from flows.artifacts import publish_stages
 from flows.naming import flow_run_namer, resolve_as_of
 from flows.secrets import ensure_sendgrid_key
-from tasks.scoring import recompute_scores, recompute_segment
+from tasks.scoring import close_removed_segments, recompute_scores, recompute_segment
 
 
 @flow(
@@ -37,6 +37,7 @@ def recompute_segments(as_of: datetime | None = None) -> dict[str, Any]:
         segments = [
             recompute_segment(segment.name, now, cycle_id) for segment in runtime.catalog.segments
         ]
+        close_removed_segments(now)
         summary: dict[str, Any] = {
             "flow": "recompute-segments",
             "cycle_id": cycle_id,

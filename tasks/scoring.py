@@ -54,3 +54,19 @@ def recompute_segment(segment: str, as_of: datetime, cycle_id: int) -> dict[str,
         "exited": change.exited,
         "previous_size": change.previous_size,
     }
+
+
+@task(
+    name="close-removed-segments",
+    task_run_name="close segments no longer defined",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_transient_only,
+)
+def close_removed_segments(as_of: datetime) -> int:
+    """Members of segments deleted from segments.yaml leave them (history kept)."""
+    runtime = get_runtime()
+    closed = cycle.close_removed_segments(runtime.engine, runtime.catalog, as_of)
+    if closed:
+        get_run_logger().info("%d memberships of removed segments closed", closed)
+    return closed
