@@ -46,17 +46,11 @@ def print_summary(summary: dict[str, Any], outbox_dir: str | None) -> None:
         stages.add_row(stage, str(summary["stages"].get(stage, 0)))
     console.print(stages)
     campaigns = Table(title="Messages this run")
-    for column in (
-        "campaign",
-        "planned",
-        "held (window)",
-        "sent",
-        "failed",
-        "ambiguous",
-        "skipped (reason)",
-    ):
+    for column in ("campaign", "planned", "held", "sent", "failed", "ambiguous", "skipped"):
         campaigns.add_column(
-            column, justify="left" if column.startswith(("campaign", "skipped")) else "right"
+            column,
+            justify="left" if column in ("campaign", "skipped") else "right",
+            no_wrap=column == "campaign",
         )
     outbox = summary.get("outbox", {})
     for plan in summary["plans"]:
@@ -80,6 +74,13 @@ def print_summary(summary: dict[str, Any], outbox_dir: str | None) -> None:
     )
     if summary.get("cap_reached"):
         console.print("[yellow]send cap reached: the remaining messages wait for the next run[/]")
+    held = sum(plan["held_window"] for plan in summary["plans"])
+    if held:
+        console.print(
+            f"{held} planned messages are held: due now, but outside the send window or in quiet "
+            "hours in the customer's own time zone. The next `ciclovita run` after the window "
+            "opens sends them (they are never dropped)."
+        )
     if outbox_dir:
         console.print(f"emails written to [bold]{outbox_dir}[/] (one .eml per message)")
 
