@@ -98,7 +98,8 @@ def test_bad_campaign_file_stops_everything_with_file_and_line(
     result = run_cli("run", "--no-send", env=cli_env, cwd=tmp_path)
     assert result.returncode == 1
     assert f"{broken}:5: colour: unknown field" in result.stderr
-    assert "trigger.delay" in result.stderr and "a duration with its unit, such as 30m" in result.stderr
+    assert "trigger.delay" in result.stderr
+    assert "a duration with its unit, such as 30m" in result.stderr
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Message)).scalar_one() == 0
 
