@@ -9,6 +9,7 @@ idempotent by its unique key and delivery only takes rows still due.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from ciclovita.campaigns.catalog import Catalog
 from ciclovita.campaigns.planner import CampaignPlan, plan_all, plan_campaign
 from ciclovita.db.models import CustomerScore, CycleRun, Message, table_of
+from ciclovita.delivery.dispatch import DeliveryReport, MessageBuilder, render_due
 from ciclovita.referrals import convert_referrals
 from ciclovita.scoring.recompute import RecomputeReport, recompute_scores, recompute_scores_on
 from ciclovita.segments.membership import SegmentChange, recompute_segment
@@ -96,27 +98,64 @@ def close_removed_segments(engine: Engine, catalog: Catalog, as_of: datetime) ->
 
 @dataclass
 class DryRun:
-    """What the next cycle would do; nothing of it is kept."""
+    """What the next cycle would do; nothing of it is kept. ``delivery``: the due messages
+    rendered (when asked), what would fail to render and what a late guard would hold."""
 
     as_of: datetime
     stage_counts: dict[str, int]
     transitions: dict[str, int]
     segments: list[SegmentChange]
     plans: list[CampaignPlan]
+    delivery: DeliveryReport | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": True,
+            "as_of": self.as_of.isoformat(),
+            "stages": dict(self.stage_counts),
+            "transitions": dict(self.transitions),
+            "segments": [
+                {
+                    "segment": s.segment,
+                    "size": s.size,
+                    "entered": s.entered,
+                    "exited": s.exited,
+                    "previous_size": s.previous_size,
+                }
+                for s in self.segments
+            ],
+            "plans": [p.as_dict() for p in self.plans],
+            "delivery": self.delivery.as_dict() if self.delivery is not None else None,
+        }
 
 
-def dry_run(engine: Engine, catalog: Catalog, as_of: datetime, *, timezone: str) -> DryRun:
+def dry_run(
+    engine: Engine,
+    catalog: Catalog,
+    as_of: datetime,
+    *,
+    timezone: str,
+    builder: MessageBuilder | None = None,
+    render_limit: int | None = None,
+    only: Sequence[str] | None = None,
+) -> DryRun:
     """Recompute, segment and plan exactly as a cycle would, inside a transaction that is
-    rolled back: the report is real, the database is left as it was."""
+    rolled back: the report is real, the database is left as it was. With ``builder``, the
+    messages due at ``as_of`` (at most ``render_limit``, in the order a delivery takes
+    them) are rendered too, and the late guards applied; no provider is called. ``only``
+    limits planning to the named campaigns."""
+    delivery: DeliveryReport | None = None
     with engine.connect() as connection:
         transaction = connection.begin()
         try:
             report = recompute_scores_on(connection, catalog.lifecycle, as_of)
             segments = recompute_segments_on(connection, catalog, as_of)
-            plans = plan_all(connection, catalog, as_of, timezone=timezone)
+            plans = plan_all(connection, catalog, as_of, timezone=timezone, only=only)
+            if builder is not None:
+                delivery = render_due(connection, builder, as_of=as_of, limit=render_limit)
         finally:
             transaction.rollback()
-    return DryRun(as_of, report.stage_counts, report.transitions, segments, plans)
+    return DryRun(as_of, report.stage_counts, report.transitions, segments, plans, delivery)
 
 
 def plan(

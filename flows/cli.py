@@ -99,15 +99,30 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-send", help="Plan only; send nothing.")
         ] = False,
         batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 500,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Recompute, plan and render every due message, then keep nothing: no "
+                "provider call, no database change.",
+            ),
+        ] = False,
     ) -> None:
         """Run one lifecycle cycle as a Prefect flow run: recompute, plan, deliver."""
         _prefect_environment()
         from flows.lifecycle_cycle import lifecycle_cycle
 
-        _sendgrid_key()
         rt = runtime()
         rt.catalog  # noqa: B018 - a bad campaign file fails here, before the flow starts
         started = time.perf_counter()
+        if dry_run:
+            from ciclovita.cli.campaigns import print_dry_run
+
+            rehearsal = lifecycle_cycle(as_of=parse_as_of(as_of), campaigns=campaign, dry_run=True)
+            print_dry_run(rehearsal)
+            console.print(f"dry run finished in {time.perf_counter() - started:.1f}s")
+            return
+        _sendgrid_key()
         summary = lifecycle_cycle(
             as_of=parse_as_of(as_of), campaigns=campaign, send=not no_send, batch_size=batch_size
         )

@@ -8,25 +8,23 @@ again: planning is idempotent and delivery only takes rows still due.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from ciclovita import cycle
-from ciclovita.delivery.outbox import count_due
 from ciclovita.runtime import get_runtime
 from flows.artifacts import publish_campaigns, publish_stages
-from flows.batches import delivered_by_campaign, submit_batches
+from flows.batches import deliver_due, delivered_by_campaign, merge_deliveries
 from flows.naming import flow_run_namer
 from flows.provenance import versions
-from flows.report import cycle_markdown
+from flows.report import cycle_markdown, dry_run_markdown
 from flows.runners import configured_task_runner
 from flows.secrets import ensure_sendgrid_key
-from tasks.campaigns import plan_campaign
+from tasks.campaigns import dry_run_cycle, plan_campaign
 from tasks.delivery import reconcile_sends
 from tasks.scoring import close_removed_segments, recompute_scores, recompute_segment
 
@@ -42,12 +40,24 @@ def lifecycle_cycle(
     campaigns: list[str] | None = None,
     send: bool = True,
     batch_size: int = 500,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """One full cycle. ``as_of`` defaults to now; ``campaigns`` limits which are planned."""
-    logger = get_run_logger()
-    ensure_sendgrid_key()
+    """One full cycle. ``as_of`` defaults to now; ``campaigns`` limits which are planned.
+
+    ``dry_run``: the same cycle rehearsed in a transaction that is rolled back — stages,
+    segments, plans and every due message rendered (up to the send cap) — reported in the
+    run's artifact; nothing is written and no provider is called."""
     runtime = get_runtime()
     now = (as_of or datetime.now(UTC)).astimezone(UTC)
+    if dry_run:
+        rehearsal = dry_run_cycle(now, campaigns)
+        create_markdown_artifact(
+            key="cycle-dry-run",
+            markdown=dry_run_markdown(rehearsal),
+            description=f"Dry run as of {now:%Y-%m-%d %H:%M} UTC (nothing sent or kept)",
+        )
+        return rehearsal
+    ensure_sendgrid_key()
     catalog = runtime.catalog
     cycle_id = cycle.start_cycle(runtime.engine, now, str(flow_run.get_id() or ""))
     try:
@@ -60,25 +70,7 @@ def lifecycle_cycle(
             for c in catalog.by_priority
             if not campaigns or c.name in campaigns
         ]
-        deliveries: list[dict[str, Any]] = []
-        cap_reached = False
-        if send:
-            with runtime.engine.connect() as connection:
-                due = count_due(connection, now)
-            cap = runtime.settings.send_cap_per_run or due
-            to_send = min(due, cap)
-            cap_reached = due > cap
-            if cap_reached:
-                logger.warning(
-                    "send cap: %d messages are due but CICLOVITA_SEND_CAP_PER_RUN=%d; "
-                    "the rest wait for the next run",
-                    due,
-                    cap,
-                )
-            batches = math.ceil(to_send / batch_size)
-            sizes = [min(batch_size, to_send - i * batch_size) for i in range(batches)]
-            futures = submit_batches(sizes, now)
-            deliveries = [f.result() for f in futures]
+        deliveries, cap_reached = deliver_due(now, batch_size) if send else ([], False)
         summary: dict[str, Any] = {
             "cycle_id": cycle_id,
             "as_of": now.isoformat(),
@@ -87,7 +79,7 @@ def lifecycle_cycle(
             "scores": {k: scores[k] for k in ("customers", "rows_written", "timings", "model")},
             "segments": segments,
             "plans": plans,
-            "delivery": _merge(deliveries),
+            "delivery": merge_deliveries(deliveries),
             "delivered": delivered_by_campaign(deliveries),
             "reconciled": reconciled,
             "cap_reached": cap_reached,
@@ -108,12 +100,3 @@ def lifecycle_cycle(
     publish_stages(runtime.engine, summary)
     publish_campaigns(runtime.engine, summary)
     return summary
-
-
-def _merge(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"sent": 0, "failed": 0, "retried": 0, "ambiguous": 0, "claimed": 0}
-    for part in deliveries:
-        for key in total:
-            total[key] += part.get(key, 0)
-    total["batches"] = len(deliveries)
-    return total

@@ -47,7 +47,8 @@ def campaigns_label(names: Any) -> str:
 
 def flow_run_namer(prefix: str, *, with_campaigns: bool = False) -> Callable[[], str]:
     """A ``flow_run_name`` callable: ``<prefix> as of <time>``; with campaigns, ``plan and send
-    <campaigns> as of <time>`` (``plan only`` when ``send`` is false)."""
+    <campaigns> as of <time>`` (``plan only`` when ``send`` is false); ``<prefix> dry run as
+    of <time>`` for a dry run."""
 
     def name() -> str:
         parameters = flow_run.parameters or {}
@@ -55,6 +56,8 @@ def flow_run_namer(prefix: str, *, with_campaigns: bool = False) -> Callable[[],
         if with_campaigns:
             verb = "plan only" if parameters.get("send") is False else "plan and send"
             return f"{verb} {campaigns_label(parameters.get('campaigns'))} as of {label}"
+        if parameters.get("dry_run"):
+            return f"{prefix} dry run as of {label}"
         return f"{prefix} as of {label}"
 
     name.__name__ = f"{prefix.replace(' ', '_')}_run_name"

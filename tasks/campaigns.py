@@ -1,4 +1,4 @@
-"""Tasks that plan campaigns into the outbox."""
+"""Tasks that plan campaigns into the outbox, or rehearse a whole cycle (dry run)."""
 
 from __future__ import annotations
 
@@ -37,4 +37,33 @@ def plan_campaign(campaign: str, as_of: datetime, cycle_id: int) -> dict[str, An
         result.held_window,
         result.skipped or "none",
     )
+    return result.as_dict()
+
+
+@task(name="dry-run-cycle", task_run_name="dry run: recompute, plan and render, keep nothing")
+def dry_run_cycle(as_of: datetime, campaigns: list[str] | None = None) -> dict[str, Any]:
+    """The cycle ``as_of`` would run, in a transaction rolled back: stages, segments, plans
+    and every due message rendered (up to the send cap); no provider call, nothing written."""
+    runtime = get_runtime()
+    result = cycle.dry_run(
+        runtime.engine,
+        runtime.catalog,
+        as_of,
+        timezone=runtime.settings.timezone,
+        builder=runtime.builder,
+        render_limit=runtime.settings.send_cap_per_run or None,
+        only=campaigns,
+    )
+    delivery = result.delivery
+    assert delivery is not None
+    logger = get_run_logger()
+    logger.info(
+        "dry run: %d due messages rendered, %d would fail, %d held by a late guard%s",
+        delivery.rendered,
+        delivery.failed,
+        delivery.skipped,
+        " (the send cap leaves the rest for a later run)" if delivery.cap_reached else "",
+    )
+    for error in delivery.errors[:10]:
+        logger.error(error)
     return result.as_dict()

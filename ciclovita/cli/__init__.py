@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from ciclovita.cli import campaigns as _campaigns  # noqa: F401 - registers its commands
 from ciclovita.cli import data as _data  # noqa: F401
 from ciclovita.cli import db as _db  # noqa: F401
+from ciclovita.cli import outbox as _outbox  # noqa: F401
 from ciclovita.cli import value as _value  # noqa: F401
 from ciclovita.cli import web as _web  # noqa: F401
 from ciclovita.cli.app import app

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -84,24 +85,39 @@ def plan_command(
 
     rt = runtime()
     result = dry_run(rt.engine, rt.catalog, parse_as_of(as_of), timezone=rt.settings.timezone)
-    stages = Table(title=f"Stages as of {result.as_of:%Y-%m-%d %H:%M} UTC")
+    print_dry_run(result.as_dict())
+
+
+_GUARD_COLUMNS = ("no_consent", "frequency_cap", "holdout")
+
+
+def print_dry_run(summary: dict[str, Any]) -> None:
+    """Print a dry run (``DryRun.as_dict()``): stages, segments, and per campaign who would
+    get what, what each guard holds and, when messages were rendered, how that went."""
+    as_of = datetime.fromisoformat(summary["as_of"])
+    stages = Table(title=f"Stages as of {as_of:%Y-%m-%d %H:%M} UTC")
     stages.add_column("stage")
     stages.add_column("customers", justify="right")
     for stage in STAGES:
-        stages.add_row(stage, str(result.stage_counts.get(stage, 0)))
+        stages.add_row(stage, str(summary["stages"].get(stage, 0)))
     console.print(stages)
-    if result.transitions:
+    if summary["transitions"]:
         console.print(
-            "stage changes: " + ", ".join(f"{k} {v}" for k, v in sorted(result.transitions.items()))
+            "stage changes: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(summary["transitions"].items()))
         )
     segments = Table(title="Segments")
     for column in ("segment", "size", "entering", "leaving"):
         segments.add_column(column, justify="left" if column == "segment" else "right")
-    for change in result.segments:
-        segments.add_row(change.segment, str(change.size), str(change.entered), str(change.exited))
+    for change in summary["segments"]:
+        segments.add_row(
+            change["segment"], str(change["size"]), str(change["entered"]), str(change["exited"])
+        )
     console.print(segments)
+    delivery = summary.get("delivery")
+    rendered = delivery["by_campaign"] if delivery else {}
     plans = Table(title="Campaigns (nothing is sent or recorded)")
-    columns = (
+    columns = [
         "campaign",
         "new occurrences",
         "would send",
@@ -110,30 +126,47 @@ def plan_command(
         "cap",
         "holdout",
         "other skips",
-    )
+    ]
+    if delivery:
+        columns += ["rendered", "render failed"]
     for column in columns:
         plans.add_column(
             column,
             justify="left" if column in ("campaign", "new occurrences", "other skips") else "right",
         )
-    for plan in result.plans:
+    for plan in summary["plans"]:
+        skipped = plan["skipped"]
         other = {
-            k: v
-            for k, v in plan.skipped.items()
-            if k not in ("no_consent", "frequency_cap", "holdout")
+            k: v for k, v in skipped.items() if k not in ("no_consent", "frequency_cap", "holdout")
         }
-        drivers = ", ".join(f"{k} {v}" for k, v in plan.drivers.items()) or "-"
-        plans.add_row(
-            plan.campaign + ("" if plan.active else f" ({plan.inactive_reason})"),
+        drivers = ", ".join(f"{k} {v}" for k, v in plan["drivers"].items()) or "-"
+        row = [
+            plan["campaign"] + ("" if plan["active"] else f" ({plan['inactive_reason']})"),
             drivers,
-            str(plan.planned - plan.held_window),
-            str(plan.held_window),
-            str(plan.skipped.get("no_consent", 0)),
-            str(plan.skipped.get("frequency_cap", 0)),
-            str(plan.skipped.get("holdout", 0)),
+            str(plan["planned"] - plan["held_window"]),
+            str(plan["held_window"]),
+            str(skipped.get("no_consent", 0)),
+            str(skipped.get("frequency_cap", 0)),
+            str(skipped.get("holdout", 0)),
             ", ".join(f"{k} {v}" for k, v in sorted(other.items())) or "-",
-        )
+        ]
+        if delivery:
+            counts = rendered.get(plan["campaign"], {})
+            row += [str(counts.get("rendered", 0)), str(counts.get("failed", 0))]
+        plans.add_row(*row)
     console.print(plans)
+    if delivery:
+        console.print(
+            f"dry run: {delivery['rendered']} due messages rendered, {delivery['failed']} would "
+            f"fail, {delivery['skipped']} held by a late guard (suppressed or consent withdrawn)"
+        )
+        for error in delivery["errors"]:
+            console.print(f"[red]would fail:[/] {error}")
+        if delivery["cap_reached"]:
+            console.print(
+                "[yellow]more messages are due than CICLOVITA_SEND_CAP_PER_RUN lets one run send; "
+                "only those within the cap were rendered[/]"
+            )
 
 
 @app.command("segments")

@@ -6,10 +6,11 @@ One delivery is a pipeline over the outbox (``ciclovita.delivery.outbox`` holds 
          ▲                                                                       │
          └────────── next batch when this one is all started ◀── record (commit) ◀┘
 
-The sender works on ``concurrency`` messages at once; the dispatcher keeps a window of about
-twice that many rows in ``sending`` and records outcomes as they come, in the same
-transaction that starts the next messages. A crash therefore leaves at most one window of
-rows in doubt (``sending``, later ``ambiguous``), and those are never re-sent blindly.
+The sender works on ``concurrency`` messages at once; the dispatcher keeps a window of rows
+in ``sending`` (that many, plus as many again queued, at least 32) and records outcomes as
+they come, in the same transaction that starts the next messages. A crash therefore leaves
+at most one window of rows in doubt (``sending``, later ``ambiguous``), and those are never
+re-sent blindly.
 
 Rendering is CPU work: with ``CICLOVITA_RENDER_PROCESSES`` > 0 it runs in worker processes
 (each reads its rows from the database and renders them), so it does not compete with the
@@ -23,14 +24,18 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import socket
+import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,7 +48,7 @@ from ciclovita.delivery import outbox
 from ciclovita.delivery.message import OutgoingEmail, SendOutcome
 from ciclovita.delivery.outbox import OutboxRow, wall_clock
 from ciclovita.delivery.senders.base import Sender
-from ciclovita.errors import RenderError
+from ciclovita.errors import PermanentDeliveryError, RenderError
 from ciclovita.links import LinkBuilder
 from ciclovita.rendering.context import Brand, Recipient, build_context
 from ciclovita.rendering.render import Renderer
@@ -155,6 +160,7 @@ class MessageBuilder:
         self.campaigns = {c.name: c for c in catalog.campaigns}
         self.consent_topics = {c.name: c.spec.required_consent for c in catalog.campaigns}
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def brand(self, campaign: LoadedCampaign) -> Brand:
         sender = campaign.spec.content.sender or self.catalog.policy.sender
@@ -211,10 +217,14 @@ class MessageBuilder:
         )
 
     def prepare_rows(
-        self, batch: Sequence[tuple[OutboxRow, Recipient]], skips: dict[int, str]
+        self,
+        batch: Sequence[tuple[OutboxRow, Recipient]],
+        skips: dict[int, str],
+        sender: Sender | None = None,
     ) -> list[Prepared]:
-        """Render each row once; a row that cannot be rendered is a permanent failure of
-        that row alone (logged with its cause), never of the batch."""
+        """Render each row once (and have ``sender`` build its request, when given); a row
+        that cannot be rendered or sent is a permanent failure of that row alone (logged
+        with its cause), never of the batch."""
         prepared = []
         for row, recipient in batch:
             email: OutgoingEmail | None = None
@@ -223,23 +233,30 @@ class MessageBuilder:
             if skip is None:
                 try:
                     email = self.build(row, recipient)
+                    if sender is not None:
+                        email = sender.prepare(email)
                 except RenderError as exc:
                     log.error("render failed: %s", exc)
                     error = str(exc)
+                except PermanentDeliveryError as exc:
+                    email, error = None, f"not sent: {exc.detail}"
                 except Exception as exc:  # one bad row must not stop the others
                     log.exception("message %s could not be built", row.uid)
+                    email = None
                     error = f"could not build message: {exc.__class__.__name__}: {exc}"
             prepared.append(
                 Prepared(row.id, row.uid, row.campaign, row.attempts, email, error, skip)
             )
         return prepared
 
-    def prepare(self, engine: Engine, ids: Sequence[int]) -> list[Prepared]:
+    def prepare(
+        self, engine: Engine, ids: Sequence[int], sender: Sender | None = None
+    ) -> list[Prepared]:
         """Load claimed rows and apply the late guards (a short read), then render them."""
         with engine.connect() as connection:
             batch = outbox.load_batch(connection, ids)
             skips = outbox.late_skips(connection, batch, self.consent_topics)
-        return self.prepare_rows(batch, skips)
+        return self.prepare_rows(batch, skips, sender)
 
     def prepared(self, engine: Engine, ids: Sequence[int]) -> Iterator[Prepared]:
         """Rows prepared in order, lazily: in worker processes when configured (all chunks
@@ -254,42 +271,71 @@ class MessageBuilder:
         try:
             for future in futures:
                 yield from future.result()
+        except BrokenProcessPool:
+            self._discard_pool(pool)  # a worker died: the next batch starts new ones
+            raise
         finally:
             for future in futures:
                 future.cancel()
 
     def _render_pool(self) -> ProcessPoolExecutor | None:
-        if self.settings.render_processes <= 0:
-            return None
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.settings.render_processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_render_worker,
-                initargs=(self.settings,),
-            )
-        return self._pool
+        if self.settings.render_processes <= 0 or multiprocessing.current_process().daemon:
+            return None  # a daemonic process (a Dask worker) may not start processes
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.settings.render_processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_render_worker,
+                    initargs=(self.settings,),
+                )
+            return self._pool
+
+    def _discard_pool(self, pool: ProcessPoolExecutor) -> None:
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the render workers, if any were started."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-_WORKER: tuple[MessageBuilder, Engine] | None = None
+_WORKER: tuple[MessageBuilder, Engine, Sender] | None = None
 
 
 def _start_render_worker(settings: Settings) -> None:
-    """In a render worker process: its own catalogue, renderer and database engine."""
+    """In a render worker process: its own catalogue, renderer and database engine, and a
+    sender of the configured kind that only prepares requests (it never sends from here)."""
     global _WORKER
     from ciclovita.campaigns.catalog import load_catalog
+    from ciclovita.delivery.senders.base import create_sender
 
+    _exit_with_parent()
     catalog = load_catalog(settings.campaigns_dir)
     _WORKER = (
         MessageBuilder(catalog, Renderer(settings.templates_dir), settings),
         _reading_engine(settings.database_url),
+        create_sender(settings),
     )
+
+
+def _exit_with_parent() -> None:
+    """A render worker ends when the delivering process does, however it ends (a killed
+    parent never tells its pool's workers, which would otherwise wait forever)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _reading_engine(url: str) -> Engine:
@@ -306,8 +352,8 @@ def _reading_engine(url: str) -> Engine:
 
 def _prepare_in_worker(ids: list[int]) -> list[Prepared]:
     assert _WORKER is not None, "render worker not initialised"
-    builder, engine = _WORKER
-    return builder.prepare(engine, ids)
+    builder, engine, sender = _WORKER
+    return builder.prepare(engine, ids, sender)
 
 
 # ----------------------------------------------------------------------------------- delivery
@@ -317,6 +363,45 @@ def _transient_database_error(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class _Window:
+    """How many rows may be ``sending`` at once for one sender, across every delivery of the
+    process that shares it (parallel batch tasks): what the sender works on, and as many
+    again queued behind it (at least 32), to keep it busy while outcomes are recorded and
+    the next rows rendered. A crash leaves at most this many rows in doubt."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.size = concurrency + max(concurrency, 32)
+        self._free = self.size
+        self._changed = threading.Condition()
+
+    def take(self, wanted: int, *, wait: bool) -> int:
+        """Up to ``wanted`` places; with ``wait``, waits a little for one to free up."""
+        with self._changed:
+            if wait and self._free == 0:
+                self._changed.wait(timeout=RECORD_EVERY)
+            taken = min(wanted, self._free)
+            self._free -= taken
+            return taken
+
+    def give(self, count: int) -> None:
+        if count:
+            with self._changed:
+                self._free += count
+                self._changed.notify_all()
+
+
+_WINDOWS: weakref.WeakKeyDictionary[Sender, _Window] = weakref.WeakKeyDictionary()
+_WINDOWS_LOCK = threading.Lock()
+
+
+def _window_of(sender: Sender) -> _Window:
+    with _WINDOWS_LOCK:
+        window = _WINDOWS.get(sender)
+        if window is None:
+            window = _WINDOWS[sender] = _Window(sender.concurrency)
+        return window
 
 
 class _Pipeline:
@@ -337,12 +422,11 @@ class _Pipeline:
         self.report = report
         self.sent_at = sent_at
         self.clock = clock
-        # rows in ``sending`` at once: what the sender works on, and enough queued behind it
-        # to keep it busy while outcomes are recorded and the next rows rendered. A crash
-        # leaves at most this many rows in doubt; a commit costs about as much as recording
-        # ten outcomes, so outcomes are recorded together, every RECORD_EVERY at most.
-        self.window = sender.concurrency + max(sender.concurrency, 32)
-        self.step = self.window // 2
+        # a commit costs about as much as recording ten outcomes: outcomes are recorded
+        # together, every RECORD_EVERY at most, or when half the window is done
+        self.window = _window_of(sender)
+        self.step = self.window.size // 2
+        self.held = 0  # places of the window this delivery holds
         self.in_flight: dict[str, Prepared] = {}
         self.finished: queue.SimpleQueue[tuple[Prepared, Future[SendOutcome]]] = queue.SimpleQueue()
 
@@ -350,25 +434,41 @@ class _Pipeline:
         """Send everything ``source`` yields (or until the sender says stop)."""
         exhausted = False
         done: list[tuple[Prepared, SendOutcome]] = []
-        while True:
-            fresh: list[Prepared] = []
-            room = self.window - len(self.in_flight)
-            while not exhausted and self.report.stopped is None and len(fresh) < room:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                else:
-                    fresh.append(item)
-            started = self._commit(done, fresh)
-            done = []
-            for item in started:
-                assert item.email is not None
-                self.in_flight[item.uid] = item
-                self.sender.submit(item.email).add_done_callback(self._finisher(item))
-            if not self.in_flight and (exhausted or self.report.stopped is not None):
-                return
-            if self.in_flight:
-                done = self._collect()
+        try:
+            while True:
+                fresh: list[Prepared] = []
+                if not exhausted and self.report.stopped is None:
+                    room = self.window.size - len(self.in_flight)
+                    places = self.window.take(room, wait=not self.in_flight)
+                    self.held += places
+                    while len(fresh) < places and not exhausted:
+                        item = next(source, None)
+                        if item is None:
+                            exhausted = True
+                        else:
+                            fresh.append(item)
+                started = self._commit(done, fresh)
+                # places of recorded rows, and of fresh rows not sent, free up
+                self._give(self.held - len(self.in_flight) - len(started))
+                done = []
+                if self._step(started, exhausted):
+                    return
+                if self.in_flight:
+                    done = self._collect()
+        finally:
+            self._give(self.held)
+
+    def _give(self, count: int) -> None:
+        self.window.give(count)
+        self.held -= count
+
+    def _step(self, started: list[Prepared], exhausted: bool) -> bool:
+        """Hand the started rows to the sender; True when the delivery is over."""
+        for item in started:
+            assert item.email is not None
+            self.in_flight[item.uid] = item
+            self.sender.submit(item.email).add_done_callback(self._finisher(item))
+        return not self.in_flight and (exhausted or self.report.stopped is not None)
 
     def _finisher(self, item: Prepared) -> Callable[[Future[SendOutcome]], None]:
         def finished(future: Future[SendOutcome]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 OutcomeStatus = Literal["sent", "failed", "retry", "ambiguous"]
 
@@ -14,6 +14,8 @@ class OutgoingEmail:
 
     ``uid`` is the outbox row's stable id: senders put it where the provider echoes it back
     (SendGrid: the personalization's ``custom_args``), so every later event names the row.
+    ``prepared`` is the sender's request for it, when built ahead (``Sender.prepare``, in a
+    render worker).
     """
 
     uid: str
@@ -33,6 +35,7 @@ class OutgoingEmail:
     categories: tuple[str, ...] = ()
     custom_args: dict[str, str] = field(default_factory=dict)
     asm_group_id: int | None = None
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

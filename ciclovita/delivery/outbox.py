@@ -2,12 +2,15 @@
 
 ::
 
-    planned ──claim──▶ claimed ──start_sending (committed)──▶ sending ──▶ sent | failed
-       ▲                  │   ╲                                  │  ╲
-       │                  │    ╲─▶ skipped (late guard) | failed  │   ╲─ answer lost ─▶ ambiguous
-       └──── retry ───────┴── claim lease expired ───────────────┘   crash, lease expired ──┘
-              (due later; failed after MAX_ATTEMPTS)                        │
-                                                     provider events ─▶ sent ◀┘
+             ┌──────────── claim lease expired, never started ─────────────┐
+             ▼                                                            │
+    planned ──claim──▶ claimed ──start_sending (commit)──▶ sending ──record (commit)──▶ sent
+       ▲                  │                                  │  │                     failed
+       │                  └─▶ skipped (late guard), failed   │  └─▶ ambiguous: answer lost, or
+       │                      (cannot be rendered)           │      sending lease expired
+       └────── retry: certainly not accepted, due later ─────┘           │
+               (failed after MAX_ATTEMPTS)          provider's events ───┴──▶ sent
+                                                    operator's release ────▶ planned
 
 The exactly-once rules, each enforced here:
 
@@ -24,6 +27,8 @@ The exactly-once rules, each enforced here:
   (``as_of``), which only decides what is due; a back-dated run cannot steal live rows.
 * A row retried after a transient failure is checked against stored provider events before
   it is sent again: an error answer for a request SendGrid did accept cannot deliver twice.
+* Held (``ambiguous``) rows go back to ``planned`` only by an operator's decision after
+  checking the provider (``release_ambiguous``), and never when the provider reported on them.
 """
 
 from __future__ import annotations
@@ -602,3 +607,26 @@ def resolve_ambiguous(
             )
         ).rowcount
     return resolved
+
+
+def release_ambiguous(connection: Connection, uids: Sequence[str], as_of: datetime) -> list[str]:
+    """An operator's decision, after checking the provider (SendGrid's Email Activity): the
+    named ambiguous messages never reached it, so they become due again at ``as_of``. Rows
+    the provider did report on (a stored event) are never released. Returns the uids
+    released."""
+    reported = select(DeliveryEvent.id).where(DeliveryEvent.message_id == Message.id).exists()
+    released: list[str] = []
+    for part in _chunks(sorted(set(uids))):
+        released += connection.execute(
+            update(Message)
+            .where(Message.uid.in_(list(part)), Message.status == "ambiguous", ~reported)
+            .values(
+                status="planned",
+                due_at=as_of,
+                claimed_by=None,
+                claimed_at=None,
+                error=func.coalesce(Message.error, "") + " (released by an operator)",
+            )
+            .returning(Message.uid)
+        ).scalars()
+    return sorted(released)

@@ -3,8 +3,11 @@
 A sender takes one rendered message at a time with ``submit`` and answers a future of its
 ``SendOutcome``; the future never raises for the message's own failure (a refusal, a timeout,
 a network error are outcomes). ``concurrency`` says how many messages it works on at once, so
-the dispatcher keeps that many (and a few more) in flight. ``reconcile`` tells, for messages
-whose fate is unknown after a crash, which ones the provider has, when the sender can know.
+the dispatcher keeps that many (and a few more) in flight. ``prepare`` builds a message's
+request ahead of time, where it is rendered (a render worker process), so that the
+delivering process only sends; it raises ``PermanentDeliveryError`` for a message the
+provider would refuse. ``reconcile`` tells, for messages whose fate is unknown after a
+crash, which ones the provider has, when the sender can know.
 
 Senders that finish a message on the spot (file, console) derive from ``InlineSender``.
 """
@@ -26,6 +29,10 @@ class Sender(Protocol):
 
     def submit(self, email: OutgoingEmail) -> Future[SendOutcome]:
         """Start sending one message; the future's result is its outcome."""
+        ...
+
+    def prepare(self, email: OutgoingEmail) -> OutgoingEmail:
+        """The message with its request built ahead (or as it is)."""
         ...
 
     def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
@@ -54,6 +61,9 @@ class InlineSender:
         future: Future[SendOutcome] = Future()
         future.set_result(self.send_one(email))
         return future
+
+    def prepare(self, email: OutgoingEmail) -> OutgoingEmail:
+        return email
 
     def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
         return {}

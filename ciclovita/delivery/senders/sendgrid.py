@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.error import URLError
 
@@ -285,11 +285,15 @@ class SendGridSender:
     def submit(self, email: OutgoingEmail) -> Future[SendOutcome]:
         return self.pool.submit(self.send_one, email)
 
+    def prepare(self, email: OutgoingEmail) -> OutgoingEmail:
+        """The message with its request body built (PermanentDeliveryError: never sendable)."""
+        return replace(email, prepared=request_body(email, sandbox=self.sandbox))
+
     def send_one(self, email: OutgoingEmail) -> SendOutcome:
         """Send one message, retrying what is safe to retry; never raises."""
         policy = self.policy
         try:
-            body = request_body(email, sandbox=self.sandbox)
+            body = email.prepared or request_body(email, sandbox=self.sandbox)
         except PermanentDeliveryError as exc:
             return SendOutcome(email.uid, "failed", error=f"not sent: {exc.detail}")
         deadline = time.monotonic() + policy.deadline
