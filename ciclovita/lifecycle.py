@@ -8,39 +8,17 @@ completed order are engaged or prospect. ``ciclovita.scoring.stages`` applies th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ciclovita.yamlsource import load_model
 
-STAGES: Final = (
-    "prospect",
-    "engaged",
-    "new_customer",
-    "active",
-    "loyal",
-    "advocate",
-    "at_risk",
-    "lapsed",
-)
 Stage = Literal[
     "prospect", "engaged", "new_customer", "active", "loyal", "advocate", "at_risk", "lapsed"
 ]
+STAGES: Final[tuple[Stage, ...]] = get_args(Stage)
 
-RFM_SEGMENTS: Final = (
-    "Champions",
-    "Loyal",
-    "Potential Loyalist",
-    "New Customers",
-    "Promising",
-    "Need Attention",
-    "About to Sleep",
-    "At Risk",
-    "Cannot Lose Them",
-    "Hibernating",
-    "Lost",
-)
 RfmSegment = Literal[
     "Champions",
     "Loyal",
@@ -54,6 +32,7 @@ RfmSegment = Literal[
     "Hibernating",
     "Lost",
 ]
+RFM_SEGMENTS: Final[tuple[RfmSegment, ...]] = get_args(RfmSegment)
 
 Days = Annotated[int, Field(ge=1, le=3650)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]

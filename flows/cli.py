@@ -26,7 +26,7 @@ def _prefect_environment() -> None:
 
 def _sendgrid_key() -> None:
     """The SendGrid key from the Prefect Secret block when the environment has none."""
-    from flows.secrets import ensure_sendgrid_key
+    from tasks.secrets import ensure_sendgrid_key
 
     ensure_sendgrid_key()
 

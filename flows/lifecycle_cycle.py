@@ -23,10 +23,10 @@ from flows.naming import flow_run_namer
 from flows.provenance import versions
 from flows.report import cycle_markdown, dry_run_markdown
 from flows.runners import configured_task_runner
-from flows.secrets import ensure_sendgrid_key
 from tasks.campaigns import dry_run_cycle, plan_campaign
 from tasks.delivery import reconcile_sends
 from tasks.scoring import close_removed_segments, recompute_scores, recompute_segment
+from tasks.secrets import ensure_sendgrid_key
 
 
 @flow(

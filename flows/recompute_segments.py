@@ -17,8 +17,8 @@ from ciclovita import cycle
 from ciclovita.runtime import get_runtime
 from flows.artifacts import publish_stages
 from flows.naming import flow_run_namer, resolve_as_of
-from flows.secrets import ensure_sendgrid_key
 from tasks.scoring import close_removed_segments, recompute_scores, recompute_segment
+from tasks.secrets import ensure_sendgrid_key
 
 
 @flow(

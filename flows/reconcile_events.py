@@ -14,8 +14,8 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from flows.naming import flow_run_namer, resolve_as_of
-from flows.secrets import ensure_sendgrid_key
 from tasks.delivery import reconcile_sends
+from tasks.secrets import ensure_sendgrid_key
 
 
 @flow(name="reconcile-events", flow_run_name=flow_run_namer("reconcile"), log_prints=True)

@@ -23,9 +23,9 @@ from flows.batches import deliver_due, delivered_by_campaign, merge_deliveries
 from flows.naming import flow_run_namer, resolve_as_of
 from flows.provenance import versions
 from flows.runners import configured_task_runner
-from flows.secrets import ensure_sendgrid_key
 from tasks.campaigns import plan_campaign
 from tasks.delivery import reconcile_sends
+from tasks.secrets import ensure_sendgrid_key
 
 
 @flow(

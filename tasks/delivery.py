@@ -18,6 +18,7 @@ from ciclovita.delivery.dispatch import deliver, reconcile
 from ciclovita.errors import ConfigurationError
 from ciclovita.runtime import get_runtime
 from tasks.retry import retry_transient_only
+from tasks.secrets import ensure_sendgrid_key
 
 
 def _task_worker() -> tuple[str | None, bool]:
@@ -37,6 +38,7 @@ def _task_worker() -> tuple[str | None, bool]:
 )
 def deliver_batch(batch: int, size: int, as_of: datetime | None = None) -> dict[str, Any]:
     """Claim and send up to ``size`` due messages (claims keep parallel batches apart)."""
+    ensure_sendgrid_key()  # on a remote Dask worker, the key may only be in the Secret block
     runtime = get_runtime()
     worker, resume = _task_worker()
     report = deliver(

@@ -108,7 +108,8 @@ class BgNbdFit:
 # input handling
 
 
-def _as_1d(name: str, values: npt.ArrayLike) -> FloatArray:
+def as_1d(name: str, values: npt.ArrayLike) -> FloatArray:
+    """``values`` as a one-dimensional float array (a scalar becomes one element)."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -123,9 +124,9 @@ def _validate_rfm(
     T: npt.ArrayLike,  # noqa: N803 - T is the model's name for it
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Check and return (x, t_x, T) as float arrays; raise ValueError on bad input."""
-    x = _as_1d("frequency", frequency)
-    tx = _as_1d("recency", recency)
-    t_obs = _as_1d("T", T)
+    x = as_1d("frequency", frequency)
+    tx = as_1d("recency", recency)
+    t_obs = as_1d("T", T)
     if not (len(x) == len(tx) == len(t_obs)):
         raise ValueError(
             "frequency, recency and T must have the same length, got "
@@ -164,7 +165,7 @@ def _validate_rfm(
 def _validate_weights(weights: npt.ArrayLike | None, n: int) -> FloatArray:
     if weights is None:
         return np.ones(n, dtype=np.float64)
-    w = _as_1d("weights", weights)
+    w = as_1d("weights", weights)
     if len(w) != n:
         raise ValueError(f"weights has length {len(w)} but there are {n} customers")
     if not np.all(np.isfinite(w)) or np.any(w < 0):

@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
+from ciclovita.value.bgnbd import as_1d
+
 __all__ = [
     "GammaGammaFit",
     "GammaGammaParams",
@@ -80,21 +82,12 @@ class GammaGammaFit:
     n_customers: int
 
 
-def _as_1d(name: str, values: npt.ArrayLike) -> FloatArray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    return arr
-
-
 def _validate(
     frequency: npt.ArrayLike, monetary_value: npt.ArrayLike
 ) -> tuple[FloatArray, FloatArray]:
     """Check and return (x, zbar); raise ValueError on bad input."""
-    x = _as_1d("frequency", frequency)
-    m = _as_1d("monetary_value", monetary_value)
+    x = as_1d("frequency", frequency)
+    m = as_1d("monetary_value", monetary_value)
     if len(x) != len(m):
         raise ValueError(
             f"frequency and monetary_value must have the same length, got {len(x)} and {len(m)}"
@@ -218,7 +211,7 @@ def fit_gamma_gamma(
     if weights is None:
         w = np.ones(len(x), dtype=np.float64)
     else:
-        w = _as_1d("weights", weights)
+        w = as_1d("weights", weights)
         if len(w) != len(x):
             raise ValueError(f"weights has length {len(w)} but there are {len(x)} customers")
         if not np.all(np.isfinite(w)) or np.any(w < 0):

@@ -4,7 +4,8 @@ Order: ``CICLOVITA_SENDGRID_API_KEY`` (environment or ``.env``) first; otherwise
 sender is ``sendgrid``, the Prefect Secret block ``ciclovita-sendgrid-api-key``. The value is
 put into this process's environment (never printed, never logged) so that every later
 ``get_settings()`` — and every worker process this one starts, such as a local Dask cluster —
-sees it. Processes started elsewhere (a remote Dask worker) need the variable themselves.
+sees it. A process started elsewhere (a remote Dask worker) loads the block itself when its
+``deliver-batch`` task starts, through the Prefect API it reports to.
 
 Create the block once::
 
