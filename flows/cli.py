@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
         _prefect_environment()
         from flows.lifecycle_cycle import lifecycle_cycle
 
+        _sendgrid_key()  # before the settings are read: they need it with the SendGrid sender
         rt = runtime()
         rt.catalog  # noqa: B018 - a bad campaign file fails here, before the flow starts
         started = time.perf_counter()
@@ -122,7 +123,6 @@ def register(app: typer.Typer) -> None:
             print_dry_run(rehearsal)
             console.print(f"dry run finished in {time.perf_counter() - started:.1f}s")
             return
-        _sendgrid_key()
         summary = lifecycle_cycle(
             as_of=parse_as_of(as_of), campaigns=campaign, send=not no_send, batch_size=batch_size
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,15 @@ def test_demo_data_then_run_twice_sends_nothing_twice(
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Customer)).scalar_one() == 300
 
+    rehearsal = run_cli("run", "--dry-run", "--as-of", as_of, env=cli_env, cwd=tmp_path)
+    assert rehearsal.returncode == 0, rehearsal.stderr + rehearsal.stdout
+    assert "Campaigns (nothing is sent or recorded)" in rehearsal.stdout
+    found = re.search(r"dry run: (\d+) due messages rendered, 0 would fail", rehearsal.stdout)
+    assert found, rehearsal.stdout
+    assert not (tmp_path / "outbox").exists()
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Message)).scalar_one() == 0
+
     first = run_cli("run", "--as-of", as_of, env=cli_env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr + first.stdout
     assert "Lifecycle stages" in first.stdout
@@ -71,7 +81,7 @@ def test_demo_data_then_run_twice_sends_nothing_twice(
     files = sorted((tmp_path / "outbox").glob("*/*.eml"))
     with engine.connect() as connection:
         sent = connection.execute(select(func.count()).where(Message.status == "sent")).scalar_one()
-    assert sent == len(files) > 0
+    assert sent == len(files) == int(found.group(1)) > 0
 
     second = run_cli("run", "--as-of", "2026-06-16T09:20:00", env=cli_env, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
