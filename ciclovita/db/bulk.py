@@ -260,6 +260,10 @@ def refresh_statistics(connection: Connection, *tables: str) -> None:
         connection.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
 
 
+BULK_WRITE_ROWS = 10_000
+"""Rows written at once above which a bulk writer vacuums what it wrote (``vacuum``)."""
+
+
 def vacuum(engine: Engine, *tables: str) -> None:
     """After a bulk write on PostgreSQL, VACUUM (ANALYZE) the tables outside any transaction.
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ciclovita.db.bulk import BULK_WRITE_ROWS, vacuum
 from ciclovita.db.models import Consent, Customer, Event, Order
 from ciclovita.db.types import utcnow
 from ciclovita.errors import InputError, Problem
@@ -55,6 +56,12 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK_ROWS", "ImportReport", "import_csv"]
 
 CHUNK_ROWS: Final = 5_000
+_TABLES_WRITTEN: dict[str, tuple[str, ...]] = {
+    "customers": ("customers", "consents"),
+    "orders": ("orders", "referrals"),
+    "events": ("events",),
+}
+"""What an import of each kind writes (vacuumed after a large import, on PostgreSQL)."""
 _LOOKUP_BATCH: Final = 5_000
 
 _customers: Final[Table] = Customer.__table__  # type: ignore[assignment]
@@ -139,6 +146,8 @@ def import_csv(
                     ).converted
         except UnicodeDecodeError:
             raise InputError([_not_utf8(path)]) from None
+    if report.inserted + report.updated > BULK_WRITE_ROWS:
+        vacuum(engine, *_TABLES_WRITTEN[kind])
     report.skipped = sorted(problems, key=_line)
     report.seconds = time.perf_counter() - started
     return report

@@ -49,7 +49,7 @@ from faker import Faker
 from sqlalchemy import ColumnElement, Connection, Engine, Select, Table, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from ciclovita.db.bulk import insert_frame
+from ciclovita.db.bulk import BULK_WRITE_ROWS, insert_frame, vacuum
 from ciclovita.db.models import Consent, Customer, Event, Order, Referral, SurveyResponse
 
 __all__ = ["DEMO_PREFIX", "DemoSummary", "generate_demo_data"]
@@ -279,7 +279,13 @@ def generate_demo_data(
         if _has_demo_customers(connection):
             return _existing_summary(connection)
         data = _build(_Timeline.create(seed, end, history_days), customers, mean_orders)
-        return _write(connection, data)
+        summary = _write(connection, data)
+    if summary.customers + summary.orders + summary.events > BULK_WRITE_ROWS:
+        vacuum(engine, *_TABLES)
+    return summary
+
+
+_TABLES = ("customers", "orders", "events", "consents", "survey_responses", "referrals")
 
 
 # --- existing data ---------------------------------------------------------------------------

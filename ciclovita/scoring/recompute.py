@@ -289,7 +289,7 @@ def recompute_scores(
     """
     with engine.begin() as connection:
         report = recompute_scores_on(connection, config, as_of, cycle_id=cycle_id, refit=refit)
-    if report.rows_written > max(10_000, report.customers // 10):
+    if report.rows_written > max(bulk.BULK_WRITE_ROWS, report.customers // 10):
         started = time.perf_counter()
         bulk.vacuum(engine, "customer_scores", "stage_history")
         report.timings["vacuum"] = round(time.perf_counter() - started, 3)
