@@ -71,14 +71,13 @@ def recompute_segment(
             and_(m.segment == segment.name, m.customer_id == matching.c.id, m.exited_at.is_(None))
         )
     )
-    connection.execute(
-        insert(m).from_select(
-            ["segment", "customer_id", "entered_at"],
-            select(literal(segment.name), matching.c.id, literal(as_of, m.entered_at.type)).where(
-                ~open_member
-            ),
-        )
-    )
+    entering = select(literal(segment.name), matching.c.id, literal(as_of, m.entered_at.type))
+    if before:
+        # with no open member (a first run) everyone matching enters: no anti-join, which
+        # PostgreSQL plans as a nested loop over the table being filled when its statistics
+        # say it is empty (measured: 69 s instead of 2.4 s for 100,000 entries)
+        entering = entering.where(~open_member)
+    connection.execute(insert(m).from_select(["segment", "customer_id", "entered_at"], entering))
     size = connection.execute(open_count).scalar_one()
     if abs(size - before) + exited > max(10_000, size // 10):
         refresh_statistics(connection, "segment_memberships")
