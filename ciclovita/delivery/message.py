@@ -15,7 +15,7 @@ class OutgoingEmail:
     ``uid`` is the outbox row's stable id: senders put it where the provider echoes it back
     (SendGrid: the personalization's ``custom_args``), so every later event names the row.
     ``prepared`` is the sender's request for it, when built ahead (``Sender.prepare``, in a
-    render worker).
+    render worker); the request then holds the content and ``html`` and ``text`` are empty.
     """
 
     uid: str

@@ -286,8 +286,12 @@ class SendGridSender:
         return self.pool.submit(self.send_one, email)
 
     def prepare(self, email: OutgoingEmail) -> OutgoingEmail:
-        """The message with its request body built (PermanentDeliveryError: never sendable)."""
-        return replace(email, prepared=request_body(email, sandbox=self.sandbox))
+        """The message with its request body built (PermanentDeliveryError: never sendable).
+
+        The body carries the content, so the message drops its own copy: what a render
+        worker hands to the delivering process holds the HTML and text once."""
+        body = request_body(email, sandbox=self.sandbox)
+        return replace(email, prepared=body, html="", text="")
 
     def send_one(self, email: OutgoingEmail) -> SendOutcome:
         """Send one message, retrying what is safe to retry; never raises."""
