@@ -380,10 +380,13 @@ def worker_run(
     )
     try:
         run = _wait_for_final_state(run_id)
+        # the flow run's process sends its last logs after its final state: a --run-once
+        # worker ends once that process has, and stopping it sooner loses those logs
+        worker_log = worker.communicate(timeout=120)[0]
     finally:
         if worker.poll() is None:
             worker.terminate()
-        worker_log = worker.communicate(timeout=60)[0]
+            worker_log = worker.communicate(timeout=60)[0]
     assert run.state.is_completed(), f"{run.state}\n{worker_log}\n{_log_text(run_id)}"
     yield {
         "engine": engine,
@@ -492,10 +495,13 @@ def test_the_ui_shows_the_run_and_its_artifacts(
         page.wait_for_selector(f"text={run.name}", timeout=60_000)
         shot("1-flow-runs")
 
+        # the log list only renders the rows in view: a tall page shows the whole run's log
+        page.set_viewport_size({"width": 1400, "height": 8000})
         page.goto(f"{prefect_ui}/v2/runs/flow-run/{run_id}?tab=Logs")
         page.wait_for_selector(f"text={run.name}", timeout=60_000)
         page.wait_for_selector("text=300 customers scored", timeout=60_000)
         shot("2-flow-run-logs")
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
         page.goto(f"{prefect_ui}/v2/runs/flow-run/{run_id}?tab=TaskRuns")
         page.wait_for_selector("text=deliver batch 1 (messages 1–25)", timeout=60_000)
