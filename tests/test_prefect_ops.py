@@ -46,22 +46,13 @@ from ciclovita.db.engine import make_engine
 from ciclovita.db.models import Message
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.settings import REPOSITORY_ROOT, Settings
+from tests.support.chromium import headless_chromium
 from tests.support.fake_sendgrid import FakeSendGridProcess
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 AS_OF = datetime(2026, 6, 16, 9, 0, tzinfo=UTC)  # 11:00 in Rome: inside every send window
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = REPOSITORY_ROOT / "test-artifacts" / "prefect-ui"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CYCLE_KEYS = {
@@ -304,17 +295,8 @@ def prefect_ui(prefect_server: str) -> Iterator[str]:
 def chromium() -> Iterator[Any]:
     """Headless Chromium (function scope: Playwright's event loop must not outlive the test,
     or Prefect's sync/async dispatch would see it)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is absent (Debian's chromium package; .ci/run installs it)"
-        if IN_CI:
-            pytest.fail(f"{reason} — CI=true requires the browser tests to run")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _git_head() -> str | None:

@@ -7,11 +7,9 @@ skips, unless ``CI=true``, where it fails: CI installs chromium (``.ci/run``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +24,7 @@ from ciclovita.links import LinkBuilder, sign
 from ciclovita.runtime import Runtime
 from ciclovita.settings import REPOSITORY_ROOT
 from tests.builders import World
+from tests.support.chromium import headless_chromium
 from tests.web_support import (  # noqa: F401 - the fixtures signing_key and web
     SECRET,
     WebServer,
@@ -34,16 +33,6 @@ from tests.web_support import (  # noqa: F401 - the fixtures signing_key and web
     web_fixture,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPOSITORY_ROOT / "test-artifacts"
 
 
@@ -210,17 +199,8 @@ def test_customer_data_cannot_inject_markup(web: WebServer) -> None:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is absent (Debian's chromium package; .ci/run installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} — CI=true requires the browser tests to run")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def test_unsubscribe_and_preferences_in_a_browser(
