@@ -577,7 +577,8 @@ def test_operators_see_and_release_held_messages_from_the_command_line(
     shown = cli("status")
     assert shown.returncode == 0, shown.stderr
     assert "Ambiguous messages (1)" in shown.stdout and uids[2] in shown.stdout
-    refused = cli("release", uids[0], uids[2])  # uids[0] was sent: never released
+    # released at the test's own clock, so the message is due when the next delivery runs
+    refused = cli("release", "--as-of", AS_OF.isoformat(), uids[0], uids[2])  # uids[0] was sent
     assert refused.returncode == 1
     assert f"released {uids[2]}" in refused.stdout
     assert f"not released {uids[0]}" in refused.stdout

@@ -736,6 +736,7 @@ def test_process_mode_cli_writes_port_file(tmp_path: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a throughput measure, not a check of behaviour
 @pytest.mark.parametrize("mode", ["in-process", "process"])
 def test_throughput_smoke(mode: str) -> None:
     total, threads = 3000, 16

@@ -45,6 +45,11 @@ FloatArray = npt.NDArray[np.float64]
 # The optimiser works on log-parameters, boxed in so that exp() can neither overflow nor
 # underflow to zero. A fit that ends on this box is reported as not converged.
 _LOG_BOUND = 18.0
+# The optimiser's stopping rules (L-BFGS-B on the mean negative log-likelihood of
+# log-parameters): relative change of the objective, projected gradient, and the largest
+# gradient accepted as an optimum when the line search ends "abnormally" on a flat objective.
+OPTIMISER_OPTIONS = {"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8}
+CONVERGED_GRADIENT = 1e-5
 # Relative slack allowed when checking recency <= T (rounding in the caller's arithmetic).
 _RECENCY_SLACK = 1e-9
 # expected_purchases divides by (a - 1); at a == 1 exactly the limit is finite but the formula
@@ -386,7 +391,7 @@ def fit_bgnbd(
             jac=True,
             method="L-BFGS-B",
             bounds=[(-_LOG_BOUND, _LOG_BOUND)] * 4,
-            options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8},
+            options=OPTIMISER_OPTIONS,
         )
         converged = _converged(result, objective)
         if (
@@ -432,7 +437,7 @@ def _converged(result: Any, objective: _Objective) -> bool:
     if bool(result.success):
         return True
     _, grad = objective(theta)
-    return bool(np.max(np.abs(grad)) < 1e-5)
+    return bool(np.max(np.abs(grad)) < CONVERGED_GRADIENT)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
-from ciclovita.value.bgnbd import as_1d
+from ciclovita.value.bgnbd import CONVERGED_GRADIENT, OPTIMISER_OPTIONS, as_1d
 
 __all__ = [
     "GammaGammaFit",
@@ -240,7 +240,7 @@ def fit_gamma_gamma(
             jac=True,
             method="L-BFGS-B",
             bounds=[(-_LOG_BOUND, _LOG_BOUND)] * 3,
-            options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8},
+            options=OPTIMISER_OPTIONS,
         )
         converged = _converged(result, objective)
         if (
@@ -287,7 +287,7 @@ def _converged(result: Any, objective: _Objective) -> bool:
     if bool(result.success):
         return True
     _, grad = objective(theta)
-    return bool(np.max(np.abs(grad)) < 1e-5)
+    return bool(np.max(np.abs(grad)) < CONVERGED_GRADIENT)
 
 
 def expected_order_value(
