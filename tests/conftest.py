@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,17 @@ def _postgres_unavailable() -> str | None:
     try:
         engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
         with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            server_now = connection.execute(text("SELECT now()")).scalar_one()
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         return f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.__class__.__name__}"
+    # libfaketime moves this process's clock (and its children's), not the server's
+    gap = abs(server_now - datetime.now(UTC))
+    if gap > timedelta(minutes=5):
+        return (
+            f"PostgreSQL's clock ({server_now:%Y-%m-%d %H:%M} UTC) is {gap} away from this "
+            "process's: the test clock is moved (libfaketime?), and the server keeps its own"
+        )
     return None
 
 
