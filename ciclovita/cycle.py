@@ -24,6 +24,7 @@ from ciclovita.referrals import convert_referrals
 from ciclovita.scoring.recompute import RecomputeReport, recompute_scores, recompute_scores_on
 from ciclovita.segments.membership import SegmentChange, recompute_segment
 from ciclovita.segments.membership import close_removed_segments as close_removed
+from ciclovita.vocabulary import CycleStatus, MessageStatus
 
 
 def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None) -> int:
@@ -34,7 +35,7 @@ def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None)
             .values(
                 as_of=as_of,
                 started_at=datetime.now(UTC),
-                status="running",
+                status=CycleStatus.RUNNING,
                 flow_run_id=flow_run_id,
                 summary={},
             )
@@ -44,7 +45,10 @@ def start_cycle(engine: Engine, as_of: datetime, flow_run_id: str | None = None)
 
 
 def finish_cycle(
-    engine: Engine, cycle_id: int, summary: dict[str, Any], status: str = "completed"
+    engine: Engine,
+    cycle_id: int,
+    summary: dict[str, Any],
+    status: CycleStatus = CycleStatus.COMPLETED,
 ) -> None:
     with engine.begin() as connection:
         connection.execute(
@@ -196,7 +200,7 @@ def outbox_counts(engine: Engine, cycle_id: int | None = None) -> dict[str, dict
     out: dict[str, Counter[str]] = {}
     with engine.connect() as connection:
         for campaign, status, reason, n in connection.execute(query):
-            key = f"skipped:{reason}" if status == "skipped" else status
+            key = f"skipped:{reason}" if status == MessageStatus.SKIPPED else status
             out.setdefault(campaign, Counter())[key] += int(n)
     return {k: dict(v) for k, v in sorted(out.items())}
 

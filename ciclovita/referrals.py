@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Integer, bindparam, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from ciclovita.db.models import Customer, Order, Referral, table_of
+from ciclovita.vocabulary import OrderStatus
 
 
 @dataclass
@@ -58,7 +59,7 @@ def convert_referrals(connection: Connection, as_of: datetime) -> ConversionRepo
         .join(Customer, Customer.id == Order.customer_id)
         .where(
             Order.referral_code.is_not(None),
-            Order.status == "completed",
+            Order.status == OrderStatus.COMPLETED,
             Order.placed_at <= as_of,
             Order.placed_at >= Referral.created_at,
             Referral.referee_id.is_(None),

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ciclovita.errors import ConfigurationError
+from ciclovita.vocabulary import DEFAULT_TIMEZONE
 
 ENV_PREFIX = "CICLOVITA_"
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ class Settings(BaseSettings):
     )
     from_email: str = Field("hello@example.com", description="Default sender address.")
     from_name: str = Field("Ciclovita", description="Default sender name.")
-    timezone: str = Field("Europe/Rome", description="Time zone of schedules and reports.")
+    timezone: str = Field(DEFAULT_TIMEZONE, description="Time zone of schedules and reports.")
     dask_address: str | None = Field(
         None,
         description="Dask for the delivery batches: unset (threads in the flow's process), "

@@ -147,6 +147,11 @@ DEFAULT_TIMEZONE: Final = "Europe/Rome"
 """The time zone of schedules and reports (``CICLOVITA_TIMEZONE``) and of customers with none."""
 
 
+def values(members: Iterable[StrEnum]) -> tuple[str, ...]:
+    """The members' plain strings, in order (``x in values(ConsentTopic)`` for any text)."""
+    return tuple(member.value for member in members)
+
+
 def check_in(column: str, members: Iterable[StrEnum]) -> str:
     """The SQL of a CHECK constraint: ``column`` holds one of ``members``."""
     values = ", ".join(f"'{member.value}'" for member in members)

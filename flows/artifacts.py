@@ -35,6 +35,7 @@ from sqlalchemy import Engine, or_, select
 from ciclovita.campaigns.planner import SKIP_REASONS
 from ciclovita.db.models import CycleRun, Message
 from ciclovita.lifecycle import STAGES
+from ciclovita.vocabulary import MessageStatus
 from flows.history import StageSnapshot, previous_stages, stage_history
 
 STAGE_COLOURS = {
@@ -245,7 +246,7 @@ def problem_rows(engine: Engine, cycle_id: int) -> list[dict[str, Any]]:
     )
     query = (
         select(Message.campaign, Message.customer_id, Message.uid, Message.status, Message.error)
-        .where(Message.status.in_(("failed", "ambiguous")), condition)
+        .where(Message.status.in_((MessageStatus.FAILED, MessageStatus.AMBIGUOUS)), condition)
         .order_by(Message.campaign, Message.customer_id)
         .limit(50)
     )

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 
 from ciclovita.db.models import CycleRun
+from ciclovita.vocabulary import CycleStatus
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def stage_history(
     """The last ``limit`` completed runs with stage counts, oldest first."""
     query = (
         select(CycleRun.id, CycleRun.as_of, CycleRun.summary)
-        .where(CycleRun.status == "completed")
+        .where(CycleRun.status == CycleStatus.COMPLETED)
         .order_by(CycleRun.id.desc())
         .execution_options(yield_per=200)  # runs without stages (run-campaigns) are skipped
     )

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from ciclovita import cycle
 from ciclovita.runtime import get_runtime
+from ciclovita.vocabulary import CycleStatus
 from flows.artifacts import publish_campaigns, publish_stages
 from flows.batches import deliver_due, delivered_by_campaign, merge_deliveries
 from flows.naming import flow_run_namer
@@ -90,7 +91,9 @@ def lifecycle_cycle(
         }
         cycle.finish_cycle(runtime.engine, cycle_id, summary)
     except BaseException:
-        cycle.finish_cycle(runtime.engine, cycle_id, {"error": "see the flow run logs"}, "failed")
+        cycle.finish_cycle(
+            runtime.engine, cycle_id, {"error": "see the flow run logs"}, CycleStatus.FAILED
+        )
         raise
     create_markdown_artifact(
         key="cycle-summary",

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 
 from ciclovita import cycle
 from ciclovita.runtime import get_runtime
+from ciclovita.vocabulary import CycleStatus
 from flows.artifacts import publish_stages
 from flows.naming import flow_run_namer, resolve_as_of
 from tasks.scoring import close_removed_segments, recompute_scores, recompute_segment
@@ -49,7 +50,9 @@ def recompute_segments(as_of: datetime | None = None) -> dict[str, Any]:
         }
         cycle.finish_cycle(runtime.engine, cycle_id, summary)
     except BaseException:
-        cycle.finish_cycle(runtime.engine, cycle_id, {"error": "see the flow run logs"}, "failed")
+        cycle.finish_cycle(
+            runtime.engine, cycle_id, {"error": "see the flow run logs"}, CycleStatus.FAILED
+        )
         raise
     publish_stages(runtime.engine, summary)
     return summary

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 
 from ciclovita import cycle
 from ciclovita.runtime import get_runtime
+from ciclovita.vocabulary import CycleStatus
 from flows.artifacts import publish_campaigns
 from flows.batches import deliver_due, delivered_by_campaign, merge_deliveries
 from flows.naming import flow_run_namer, resolve_as_of
@@ -65,7 +66,9 @@ def run_campaigns(
         }
         cycle.finish_cycle(runtime.engine, cycle_id, summary)
     except BaseException:
-        cycle.finish_cycle(runtime.engine, cycle_id, {"error": "see the flow run logs"}, "failed")
+        cycle.finish_cycle(
+            runtime.engine, cycle_id, {"error": "see the flow run logs"}, CycleStatus.FAILED
+        )
         raise
     publish_campaigns(runtime.engine, summary)
     return summary

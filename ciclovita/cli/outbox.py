@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from ciclovita.cli.app import app, console, handles_errors, parse_as_of, runtime
 from ciclovita.db.models import Message
 from ciclovita.delivery.outbox import release_ambiguous
+from ciclovita.vocabulary import MessageStatus
 
 outbox_app = typer.Typer(help="The outbox: message counts and held sends.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
@@ -39,12 +40,12 @@ def status(
             select(
                 Message.uid, Message.campaign, Message.to_email, Message.sending_at, Message.error
             )
-            .where(Message.status == "ambiguous")
+            .where(Message.status == MessageStatus.AMBIGUOUS)
             .order_by(Message.sending_at, Message.id)
             .limit(limit)
         ).all()
         held_total = connection.execute(
-            select(func.count()).where(Message.status == "ambiguous")
+            select(func.count()).where(Message.status == MessageStatus.AMBIGUOUS)
         ).scalar_one()
     table = Table(title="Outbox")
     for column in ("campaign", "status", "messages"):

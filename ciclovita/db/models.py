@@ -33,6 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ciclovita.db.types import BigId, UtcDateTime, utcnow
+from ciclovita.vocabulary import (
+    DEFAULT_TIMEZONE,
+    SHOP_LOCALE,
+    CycleStatus,
+    MessageKind,
+    MessageStatus,
+    OrderStatus,
+    check_in,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -70,8 +79,8 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     first_name: Mapped[str] = mapped_column(String(100), default="")
     last_name: Mapped[str] = mapped_column(String(100), default="")
-    locale: Mapped[str] = mapped_column(String(8), default="it")
-    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Rome")
+    locale: Mapped[str] = mapped_column(String(8), default=SHOP_LOCALE)
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     country: Mapped[str | None] = mapped_column(String(2))
     birth_date: Mapped[date | None] = mapped_column(Date)
     acquisition_channel: Mapped[str | None] = mapped_column(String(32))
@@ -97,7 +106,7 @@ class Order(Base):
     placed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
-    status: Mapped[str] = mapped_column(String(16), default="completed")
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.COMPLETED)
     referral_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -111,9 +120,7 @@ class Order(Base):
             postgresql_where=text("referral_code IS NOT NULL"),
         ),
         CheckConstraint("amount_cents >= 0", name="amount"),
-        CheckConstraint(
-            "status IN ('completed', 'pending', 'cancelled', 'refunded')", name="status"
-        ),
+        CheckConstraint(check_in("status", OrderStatus), name="status"),
     )
 
 
@@ -315,7 +322,7 @@ class CycleRun(Base):
     as_of: Mapped[datetime] = mapped_column(UtcDateTime)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=CycleStatus.RUNNING)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
 
@@ -335,7 +342,7 @@ class Message(Base):
     campaign: Mapped[str] = mapped_column(String(64))
     customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     occurrence_key: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(16), default="marketing")
+    kind: Mapped[str] = mapped_column(String(16), default=MessageKind.MARKETING)
     stage: Mapped[str | None] = mapped_column(String(16))
     variant: Mapped[str | None] = mapped_column(String(32))
     locale: Mapped[str | None] = mapped_column(String(8))
@@ -366,10 +373,7 @@ class Message(Base):
         Index("ix_messages_customer_sent", "customer_id", "sent_at"),
         Index("ix_messages_campaign_status", "campaign", "status"),
         Index("ix_messages_provider_message_id", "provider_message_id"),
-        CheckConstraint(
-            "status IN ('planned', 'claimed', 'sending', 'sent', 'skipped', 'failed', 'ambiguous')",
-            name="status",
-        ),
+        CheckConstraint(check_in("status", MessageStatus), name="status"),
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Select, and_, func, select
 from ciclovita.db.bulk import read_frame
 from ciclovita.db.models import Customer, Event, Message, Order, Referral, SurveyResponse
 from ciclovita.db.sqlfunctions import calendar_day, epoch_seconds
+from ciclovita.vocabulary import MessageStatus, OrderStatus
 
 FACT_COLUMNS = (
     "created_s",
@@ -52,7 +53,7 @@ def order_aggregates_query(as_of: datetime) -> Select[Any]:
             epoch_seconds(func.max(Order.placed_at)).label("last_order_s"),
             func.sum(Order.amount_cents).label("monetary_cents"),
         )
-        .where(Order.status == "completed", Order.placed_at <= as_of)
+        .where(Order.status == OrderStatus.COMPLETED, Order.placed_at <= as_of)
         .group_by(Order.customer_id)
     )
 
@@ -142,7 +143,7 @@ def _read_facts(
     referee_revenue = (
         select(Referral.referrer_id, func.sum(Order.amount_cents))
         .join(Order, Order.customer_id == Referral.referee_id)
-        .where(converted, Order.status == "completed", Order.placed_at <= as_of)
+        .where(converted, Order.status == OrderStatus.COMPLETED, Order.placed_at <= as_of)
         .group_by(Referral.referrer_id)
     )
     referrals = _frame(
@@ -155,7 +156,7 @@ def _read_facts(
     sent = _frame(
         connection,
         select(Message.customer_id, func.count())
-        .where(and_(Message.status == "sent", Message.sent_at <= as_of))
+        .where(and_(Message.status == MessageStatus.SENT, Message.sent_at <= as_of))
         .group_by(Message.customer_id),
         ["customer_id", "messages_sent"],
     )

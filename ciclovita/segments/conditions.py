@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, String, and_, exists, false, literal, not_
 from ciclovita.db.models import Consent, Customer, CustomerScore, SegmentMembership
 from ciclovita.db.sqlfunctions import json_bool, json_number, json_text
 from ciclovita.lifecycle import RFM_SEGMENTS, STAGES
+from ciclovita.vocabulary import ConsentTopic, Locale, values
 
 Loc = tuple[str | int, ...]
 Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "is_null"]
@@ -45,7 +46,6 @@ OPERATORS: tuple[Operator, ...] = (
     "is_null",
 )
 ORDERED = ("gt", "gte", "lt", "lte", "between")
-CONSENT_TOPICS = ("marketing", "surveys", "newsletter")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ FIELDS: dict[str, FieldType] = {
     "expected_purchases": FieldType("float", lambda: S.expected_purchases, minimum=0),
     "nps": FieldType("int", lambda: S.nps, minimum=0, maximum=10),
     "converted_referrals": FieldType("int", lambda: S.converted_referrals, minimum=0),
-    "locale": FieldType("choice", lambda: C.locale, ("it", "en")),
+    "locale": FieldType("choice", lambda: C.locale, values(Locale)),
     "country": FieldType("text", lambda: C.country),
     "acquisition_channel": FieldType("text", lambda: C.acquisition_channel),
 }
@@ -178,9 +178,11 @@ class _Parser:
             inner = self.parse(value, here)
             return Not(inner) if inner is not None else None
         if key == "consent":
-            if value not in CONSENT_TOPICS:
+            if value not in values(ConsentTopic):
                 self.fail(
-                    here, f"unknown consent topic; accepted: {', '.join(CONSENT_TOPICS)}", value
+                    here,
+                    f"unknown consent topic; accepted: {', '.join(values(ConsentTopic))}",
+                    value,
                 )
                 return None
             return ConsentGiven(str(value))
@@ -509,7 +511,7 @@ def condition_json_schema() -> dict[str, Any]:
         },
         {
             "type": "object",
-            "properties": {"consent": {"enum": list(CONSENT_TOPICS)}},
+            "properties": {"consent": {"enum": list(values(ConsentTopic))}},
             "required": ["consent"],
             "additionalProperties": False,
         },

@@ -29,12 +29,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
 from ciclovita.settings import Settings
+from ciclovita.vocabulary import FALLBACK_LOCALE, Locale, values
 
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR: Final = Path(__file__).resolve().parent / "templates"
-LOCALES: Final = ("it", "en")
-DEFAULT_LOCALE: Final = "en"
+LOCALES: Final = values(Locale)
 MAX_FORM_BYTES: Final = 64 * 1024
 
 SECURITY_HEADERS: Final[Mapping[str, str]] = {
@@ -61,7 +61,7 @@ def now_utc() -> datetime:
 def locale_of(value: str | None) -> str:
     """One of the page locales for a customer's locale (``it_IT`` → ``it``)."""
     base = (value or "").replace("_", "-").split("-", 1)[0].lower()
-    return base if base in LOCALES else DEFAULT_LOCALE
+    return base if base in LOCALES else FALLBACK_LOCALE
 
 
 def negotiate_locale(accept_language: str | None) -> str:
@@ -78,7 +78,7 @@ def negotiate_locale(accept_language: str | None) -> str:
         base = tag.strip().split("-", 1)[0].lower()
         if base in LOCALES and quality > 0:
             choices.append((-quality, position, base))
-    return min(choices)[2] if choices else DEFAULT_LOCALE
+    return min(choices)[2] if choices else FALLBACK_LOCALE
 
 
 class Pages:

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from ciclovita.db.models import Consent, Customer, table_of
 from ciclovita.links import BadSignature, LinkBuilder, verify
-from ciclovita.segments.conditions import CONSENT_TOPICS
+from ciclovita.vocabulary import ConsentTopic, values
 from ciclovita.web.pages import (
     BodyTooLarge,
     WebContext,
@@ -150,7 +150,7 @@ async def unsubscribe(request: Request) -> Response:
     except BadSignature:
         return web.pages.error("forged", visitor, 403)
     customer_id, topic, uid = _customer_id(payload), payload.get("t"), payload.get("m")
-    if customer_id is None or topic not in CONSENT_TOPICS:
+    if customer_id is None or topic not in values(ConsentTopic):
         return web.pages.error("bad_request", visitor, 400)
     preferences_url = LinkBuilder("", web.secret).preferences(customer_id)  # same host
     if request.method == "POST":
@@ -190,7 +190,7 @@ def _save_preferences(
         current = consents_of(connection, customer_id)
         changes = {
             topic: topic in wanted
-            for topic in CONSENT_TOPICS
+            for topic in values(ConsentTopic)
             if current.get(topic) is not (topic in wanted)
         }
         record_consents(connection, customer_id, changes, SOURCE_PREFERENCES, web.now())
@@ -214,13 +214,13 @@ async def preferences(request: Request) -> Response:
             form = await read_form(request)
         except BodyTooLarge:
             return web.pages.error("too_large", visitor, 413)
-        wanted = {t for t in form.get("topic", []) if t in CONSENT_TOPICS}
+        wanted = {t for t in form.get("topic", []) if t in values(ConsentTopic)}
         person, consents = await run_in_threadpool(_save_preferences, web, customer_id, wanted)
     else:
         person, consents = await run_in_threadpool(_unsubscribe_view, web, customer_id)
     if person is None:
         return web.pages.error("not_found", visitor, 404)
-    topics = [{"name": t, "granted": consents.get(t) is True} for t in CONSENT_TOPICS]
+    topics = [{"name": t, "granted": consents.get(t) is True} for t in values(ConsentTopic)]
     return web.pages.render(
         "preferences", person.locale, first_name=person.first_name, topics=topics, saved=saved
     )
