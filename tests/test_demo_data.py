@@ -269,7 +269,7 @@ def test_a_failure_writes_nothing(engine: Engine, monkeypatch: pytest.MonkeyPatc
             raise RuntimeError("disk full")
         return real(connection, table, frame)
 
-    monkeypatch.setattr("ciclovita.ingest.demo.insert_frame", failing)
+    monkeypatch.setattr("ciclovita.ingest.demo.writing.insert_frame", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_demo_data(engine, customers=100, seed=1, as_of=AS_OF)
     assert set(counts(engine).values()) == {0}
@@ -302,7 +302,7 @@ def test_large_loads_check_foreign_keys_once(
     checked_row_by_row = dump(engine)
     wipe(engine)
 
-    monkeypatch.setattr("ciclovita.ingest.demo.BULK_LOAD_MIN_ROWS", 0)
+    monkeypatch.setattr("ciclovita.ingest.demo.writing.BULK_LOAD_MIN_ROWS", 0)
     generate_demo_data(engine, customers=300, seed=4, as_of=AS_OF)
     assert dump(engine) == checked_row_by_row
     assert catalog(engine) == schema
@@ -315,7 +315,7 @@ def test_large_loads_check_foreign_keys_once(
             frame = frame.assign(customer_id=frame.customer_id + 10_000_000)
         return real(connection, table, frame)
 
-    monkeypatch.setattr("ciclovita.ingest.demo.insert_frame", orphan_event)
+    monkeypatch.setattr("ciclovita.ingest.demo.writing.insert_frame", orphan_event)
     with pytest.raises(IntegrityError, match="fk_events_customer_id_customers"):
         generate_demo_data(engine, customers=300, seed=4, as_of=AS_OF)
     assert set(counts(engine).values()) == {0}
