@@ -286,6 +286,12 @@ BAD_ROWS = [
     ),
     pytest.param(
         "customers",
+        "customer_id,email\nC-9,anna..rossi@example.com\n",
+        2, "email", "anna..rossi@example.com", "cannot have two periods in a row",
+        id="email-validator-rule",
+    ),
+    pytest.param(
+        "customers",
         "customer_id,timezone\nC-9,Rome\n",
         2, "timezone", "Rome", "IANA name",
         id="bad-timezone",
@@ -616,3 +622,42 @@ def test_an_id_repeated_after_a_bad_row_is_reported_too(engine: Engine, tmp_path
     text = "customer_id,email\nC-1,broken\nC-2,b@example.com\nC-1,a@example.com\n"
     problems = problems_of(engine, "customers", write(tmp_path, text))
     assert [(p.line, p.column) for p in problems] == [(2, "email"), (4, "customer_id")]
+
+
+ADDRESSES = [
+    "anna.rossi@example.com",
+    "Anna.Rossi@Example.COM",
+    "a+tag@example.co.uk",
+    "màrio@bücher.de",
+    "mario@xn--bcher-kva.de",
+    "user%host@example.com",
+    "a..b@example.com",
+    ".a@example.com",
+    "a@exa_mple.com",
+    "a@-example.com",
+    "a@shop.test",
+    "a@example",
+    "a@[127.0.0.1]",
+    '"john"@example.com',
+    "a(b)@example.com",
+    "x" * 250 + "@example.com",
+]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_csv_and_campaign_files_share_one_email_rule(address: str) -> None:
+    """An address is accepted by the import exactly when a campaign's ``EmailStr`` accepts
+    it, and stored as the same normalised address, lower-cased."""
+    from pydantic import EmailStr, TypeAdapter, ValidationError
+
+    from ciclovita.ingest.csv_import.cells import CellError, Options, email
+
+    try:
+        expected: str | None = TypeAdapter(EmailStr).validate_python(address).lower()
+    except ValidationError:
+        expected = None
+    try:
+        imported: str | None = email(address, Options())
+    except CellError:
+        imported = None
+    assert imported == expected

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import time
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -267,7 +269,7 @@ def test_a_failure_writes_nothing(engine: Engine, monkeypatch: pytest.MonkeyPatc
             raise RuntimeError("disk full")
         return real(connection, table, frame)
 
-    monkeypatch.setattr("ciclovita.ingest.demo.insert_frame", failing)
+    monkeypatch.setattr("ciclovita.ingest.demo.writing.insert_frame", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_demo_data(engine, customers=100, seed=1, as_of=AS_OF)
     assert set(counts(engine).values()) == {0}
@@ -300,7 +302,7 @@ def test_large_loads_check_foreign_keys_once(
     checked_row_by_row = dump(engine)
     wipe(engine)
 
-    monkeypatch.setattr("ciclovita.ingest.demo.BULK_LOAD_MIN_ROWS", 0)
+    monkeypatch.setattr("ciclovita.ingest.demo.writing.BULK_LOAD_MIN_ROWS", 0)
     generate_demo_data(engine, customers=300, seed=4, as_of=AS_OF)
     assert dump(engine) == checked_row_by_row
     assert catalog(engine) == schema
@@ -313,7 +315,7 @@ def test_large_loads_check_foreign_keys_once(
             frame = frame.assign(customer_id=frame.customer_id + 10_000_000)
         return real(connection, table, frame)
 
-    monkeypatch.setattr("ciclovita.ingest.demo.insert_frame", orphan_event)
+    monkeypatch.setattr("ciclovita.ingest.demo.writing.insert_frame", orphan_event)
     with pytest.raises(IntegrityError, match="fk_events_customer_id_customers"):
         generate_demo_data(engine, customers=300, seed=4, as_of=AS_OF)
     assert set(counts(engine).values()) == {0}
@@ -372,3 +374,37 @@ def test_scale_smoke(engine: Engine) -> None:
     assert counts(engine) == {name: getattr(summary, name) for name in COUNTED}
     assert min(summary.events, summary.consents, summary.survey_responses) > 0
     assert elapsed < 120
+
+
+def canonical(value: Any) -> Any:
+    """A value read back from either database as plain JSON: times in UTC, JSON sorted."""
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return aware.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return value
+
+
+def digest(engine: Engine) -> str:
+    """SHA-256 of every demo row, canonicalised so that SQLite and PostgreSQL agree."""
+    rows = {
+        table: [[canonical(value) for value in row] for row in table_rows]
+        for table, table_rows in dump(engine).items()
+    }
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+PINNED_DIGEST: Final = "601ff5e08cd286c7b2db2cf34989fa9f0ee0fb158a362553f9b220ae47b2a0df"
+
+
+def test_the_data_is_pinned(engine: Engine) -> None:
+    """200 customers, seed 1: the very rows the generator wrote when this digest was taken.
+
+    Any change to the generator that moves a single value fails here; change the digest
+    only for a change meant to alter the demo data, and say so in its commit.
+    """
+    generate_demo_data(engine, customers=200, seed=1, as_of=AS_OF)
+    assert digest(engine) == PINNED_DIGEST

@@ -1,1 +1,2 @@
-"""Data in: the demo data generator and CSV imports of customers, orders and events."""
+"""Data in: the demo data generator (``demo``) and CSV imports of customers, orders and events
+(``csv_import``)."""
