@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -139,17 +139,18 @@ class SendGridDouble(ExactlyOnceChecks, abc.ABC):
 
     def wait_for_accepted(self, count: int, timeout: float = 10.0) -> FakeStats:
         """Wait until ``count`` requests were accepted (``TimeoutError`` otherwise)."""
-        return self._wait(lambda s: s.accepted >= count, timeout, f"{count} accepted")
+        return self.wait_for(lambda stats: stats.accepted >= count, timeout)
 
     def wait_idle(self, timeout: float = 10.0) -> FakeStats:
         """Wait until no mail/send request is in flight."""
-        return self._wait(lambda s: s.in_flight == 0, timeout, "no request in flight")
+        return self.wait_for(lambda stats: stats.in_flight == 0, timeout)
 
-    def _wait(self, done: Any, timeout: float, what: str) -> FakeStats:
+    def wait_for(self, condition: Callable[[FakeStats], bool], timeout: float) -> FakeStats:
+        """Poll :meth:`stats` until ``condition`` holds (``TimeoutError`` after ``timeout``)."""
         deadline = time.monotonic() + timeout
-        while not done(stats := self.stats()):
+        while not condition(stats := self.stats()):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not {what} after {timeout} s: {stats}")
+                raise TimeoutError(f"still {stats} after {timeout} s")
             time.sleep(0.01)
         return stats
 
