@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import argparse
+import functools
 import os
 import socket
 import subprocess
@@ -51,10 +52,28 @@ MODULE = "ciclovita_testing.fake_sendgrid"
 
 
 class SendGridDouble(ExactlyOnceChecks, abc.ABC):
-    """What both ways of running the fake offer; ``with`` starts and stops it."""
+    """What both ways of running the fake offer; ``with`` starts and stops it.
 
-    host: str
+    ``port=0`` picks a free port; ``api_key``, when given, is the only bearer token accepted
+    (401 otherwise); ``latency`` is added to every answer; ``keep_bodies=False`` keeps only
+    our ids (``custom_args[id_key]``) of each request.
+    """
+
     _port: int | None = None
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        keep_bodies: bool = True,
+        id_key: str = DEFAULT_ID_KEY,
+        latency: float = 0.0,
+        api_key: str | None = None,
+    ) -> None:
+        self.host, self.requested_port = host, port
+        self.keep_bodies, self.id_key, self.api_key = keep_bodies, id_key, api_key
+        self.initial_latency = latency
 
     @property
     def url(self) -> str:
@@ -185,27 +204,23 @@ class FakeSendGrid(SendGridDouble):
     ``with FakeSendGrid(api_key="SG.test") as fake: SendGridSender("SG.test", host=fake.url)``
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        keep_bodies: bool = True,
-        id_key: str = DEFAULT_ID_KEY,
-        latency: float = 0.0,
-        api_key: str | None = None,
-    ) -> None:
-        self.host, self._requested_port = host, port
-        self.recorder = Recorder(
-            id_key=id_key, keep_bodies=keep_bodies, api_key=api_key, latency=latency
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @functools.cached_property
+    def recorder(self) -> Recorder:
+        """What the fake records; read directly, in this process."""
+        return Recorder(
+            id_key=self.id_key,
+            keep_bodies=self.keep_bodies,
+            api_key=self.api_key,
+            latency=self.initial_latency,
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> Self:
         if self._thread is not None:
             return self
-        sock = _listening_socket(self.host, self._requested_port)
+        sock = _listening_socket(self.host, self.requested_port)
         server = self._server = _server(self.recorder, own_logging=False)
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="fake-sendgrid", daemon=True
@@ -234,26 +249,17 @@ class FakeSendGrid(SendGridDouble):
 class FakeSendGridProcess(SendGridDouble):
     """The fake in a child Python process, driven over its control API."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        keep_bodies: bool = True,
-        id_key: str = DEFAULT_ID_KEY,
-        latency: float = 0.0,
-        api_key: str | None = None,
-        startup_timeout: float = 20.0,
-    ) -> None:
-        self.host = host
-        self._arguments = ["--host", host, "--port", str(port), "--id-key", id_key]
-        self._arguments += ["--latency", str(latency)]
-        self._arguments += [] if keep_bodies else ["--no-bodies"]
-        self._arguments += [] if api_key is None else ["--api-key", api_key]
-        self._startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-        self._control: httpx.Client | None = None
+    startup_timeout = 20.0
+    _proc: subprocess.Popen[bytes] | None = None
+    _tmpdir: tempfile.TemporaryDirectory[str] | None = None
+    _control: httpx.Client | None = None
+
+    def _command(self, port_file: Path) -> list[str]:
+        command = [sys.executable, "-m", MODULE, "--host", self.host, "--port-file", str(port_file)]
+        command += ["--port", str(self.requested_port), "--id-key", self.id_key]
+        command += ["--latency", str(self.initial_latency)]
+        command += [] if self.keep_bodies else ["--no-bodies"]
+        return command + ([] if self.api_key is None else ["--api-key", self.api_key])
 
     @property
     def pid(self) -> int | None:
@@ -271,7 +277,7 @@ class FakeSendGridProcess(SendGridDouble):
             return self
         self._tmpdir = tempfile.TemporaryDirectory(prefix="fake-sendgrid-")
         port_file = Path(self._tmpdir.name) / "port"
-        command = [sys.executable, "-m", MODULE, *self._arguments, "--port-file", str(port_file)]
+        command = self._command(port_file)
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
@@ -282,7 +288,7 @@ class FakeSendGridProcess(SendGridDouble):
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 command, cwd=_REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + self._startup_timeout
+        deadline = time.monotonic() + self.startup_timeout
         while not (port_file.exists() and port_file.read_text()):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 log_text = self.log()
