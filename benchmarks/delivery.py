@@ -4,7 +4,7 @@
         [--concurrency 128] [--latencies 0,0.1] [--render-processes 1] [--batch-size 2000]
         [--bare-messages 30000] [--no-direct]
 
-The fake SendGrid (``tests.support.fake_sendgrid``) runs as its own process; each measured
+The fake SendGrid (``ciclovita_testing.fake_sendgrid``) runs as its own process; each measured
 run is a fresh child process (its peak memory is its own) on a fresh copy of a database
 holding N customers with marketing consent, and one letter campaign (the ``nurture``
 templates, it/en, per-customer subject and links). For each added latency (default 0 and
@@ -417,7 +417,7 @@ def main() -> None:
 
     from prefect.settings import PREFECT_API_URL
 
-    from tests.support.fake_sendgrid import FakeSendGridProcess
+    from ciclovita_testing.fake_sendgrid import FakeSendGridProcess
 
     # stopped with SIGTERM: unwind, so the fake, the Prefect server and the run stop too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 from ciclovita.delivery.outbox import CLAIM_LEASE, SENDING_LEASE
 from ciclovita.settings import REPOSITORY_ROOT
 from ciclovita.web.webhook import ingest_events
-from tests.support.fake_sendgrid import (
+from ciclovita_testing.fake_sendgrid import (
     FakeSendGridProcess,
     bad_request,
     drop_connection,
@@ -183,7 +183,7 @@ def settle_and_check(
     from ciclovita.runtime import Runtime
 
     fake.wait_idle()
-    accepted = fake.accepted()
+    accepted = fake.accepted_messages()
     counts = fake.accepted_id_counts()
     assert fake.duplicate_ids() == {}, "a recipient got the same message twice"
     assert set(counts) <= set(uids)

@@ -20,7 +20,7 @@ from ciclovita.db.models import CustomerScore, Message
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.runtime import reset_runtimes
 from ciclovita.web.webhook import ingest_events
-from tests.support.fake_sendgrid import FakeSendGrid, drop_connection
+from ciclovita_testing.fake_sendgrid import FakeSendGrid, drop_connection
 from tests.test_delivery_support import processed_events
 
 AS_OF = datetime(2026, 6, 16, 9, 0, tzinfo=UTC)
@@ -69,7 +69,9 @@ def test_a_lost_answer_is_reported_held_and_reconciled(engine: Engine, fake: Fak
     assert fake.duplicate_ids() == {}
 
     with engine.begin() as connection:
-        ingest_events(connection, processed_events(fake.accepted(), time.time()), datetime.now(UTC))
+        ingest_events(
+            connection, processed_events(fake.accepted_messages(), time.time()), datetime.now(UTC)
+        )
     third = lifecycle_cycle(as_of=AS_OF + timedelta(minutes=60), campaigns=["thank_you"])
     assert third["reconciled"]["ambiguous"] == 0
     fake.assert_accepted_once(fake.accepted_ids())

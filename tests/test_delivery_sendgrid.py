@@ -30,7 +30,7 @@ from ciclovita.delivery.senders.sendgrid import (
     request_body,
 )
 from ciclovita.errors import PermanentDeliveryError, RateLimitedError, TransientDeliveryError
-from tests.support.fake_sendgrid import (
+from ciclovita_testing.fake_sendgrid import (
     FakeSendGrid,
     bad_request,
     delay,

@@ -4,8 +4,9 @@
 catalogue with one letter campaign (a daily schedule trigger, the repository's ``nurture``
 templates, it/en) and plans it with the real planner: N outbox rows due at ``AS_OF``.
 ``settings`` points ciclovita at that database and catalogue, and the SendGrid sender at a
-local fake. ``processed_events`` turns what the fake accepted into the events SendGrid's
-webhook would post (``processed``), for ``ciclovita.web.webhook.ingest_events``.
+local fake. ``processed_events`` turns what a double accepted (the fake SendGrid, the recording
+sender) into the events SendGrid's webhook would post (``processed``), for
+``ciclovita.web.webhook.ingest_events``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from ciclovita.campaigns.planner import plan_all
 from ciclovita.db.models import Consent, Customer, Message, table_of
 from ciclovita.delivery.senders.sendgrid import MESSAGE_ID_ARG
 from ciclovita.settings import REPOSITORY_ROOT, Settings
-from tests.support.fake_sendgrid import RecordedRequest
 
 # a Tuesday, 11:00 in Rome: after the letter's 09:00 slot, outside quiet hours
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -171,7 +171,7 @@ class DeliveryWorld:
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
-    def environment(self, sendgrid_host: str, **overrides: Any) -> dict[str, str]:
+    def environment(self, sendgrid_host: str | None = None, **overrides: Any) -> dict[str, str]:
         """The same settings as ``CICLOVITA_*`` variables, for a child process."""
         settings = self.settings(sendgrid_host, **overrides)
         env = {
@@ -188,24 +188,20 @@ class DeliveryWorld:
         return env
 
 
-def processed_events(records: Iterable[RecordedRequest], at: float) -> list[dict[str, Any]]:
-    """The ``processed`` event SendGrid posts for each message it accepted."""
-    events = []
-    for record in records:
-        if not record.accepted:
-            continue
-        for index, uid in enumerate(record.ids):
-            events.append(
-                {
-                    "sg_event_id": f"processed-{record.seq}-{index}",
-                    "sg_message_id": f"{record.message_id}.filter0001.{index}",
-                    "event": "processed",
-                    "timestamp": int(at),
-                    "email": f"{uid}@example.com",
-                    MESSAGE_ID_ARG: uid,
-                }
-            )
-    return events
+def processed_events(accepted: Iterable[tuple[str, str | None]], at: float) -> list[dict[str, Any]]:
+    """The ``processed`` event SendGrid posts for each message it accepted, given as (our
+    message id, the provider's id) pairs: a double's ``accepted_messages()``."""
+    return [
+        {
+            "sg_event_id": f"processed-{uid}-{provider_id}",
+            "sg_message_id": f"{provider_id}.filter0001",
+            "event": "processed",
+            "timestamp": int(at),
+            "email": f"{uid}@example.com",
+            MESSAGE_ID_ARG: uid,
+        }
+        for uid, provider_id in accepted
+    ]
 
 
 # -------------------------------------------------------------------------- the world's checks

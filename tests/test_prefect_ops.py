@@ -46,8 +46,8 @@ from ciclovita.db.engine import make_engine
 from ciclovita.db.models import Message
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.settings import REPOSITORY_ROOT, Settings
+from ciclovita_testing.fake_sendgrid import FakeSendGridProcess
 from tests.support.chromium import headless_chromium
-from tests.support.fake_sendgrid import FakeSendGridProcess
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
