@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from ciclovita.campaigns.catalog import Catalog, load_catalog
 from ciclovita.db.engine import get_engine
-from ciclovita.delivery.dispatch import MessageBuilder
 from ciclovita.delivery.senders.base import Sender, create_sender
+from ciclovita.rendering.builder import MessageBuilder
 from ciclovita.rendering.render import Renderer
 from ciclovita.settings import Settings, get_settings
 

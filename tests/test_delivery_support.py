@@ -21,9 +21,9 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select
 
 from ciclovita.campaigns.catalog import Catalog, load_catalog
-from ciclovita.campaigns.planner import plan_all
 from ciclovita.db.models import Consent, Customer, Message, table_of
 from ciclovita.delivery.senders.sendgrid import MESSAGE_ID_ARG
+from ciclovita.planning.planner import plan_all
 from ciclovita.settings import REPOSITORY_ROOT, Settings
 from tests.support.fake_sendgrid import RecordedRequest
 

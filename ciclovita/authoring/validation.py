@@ -19,8 +19,8 @@ from pathlib import Path
 
 from jinja2 import Environment, TemplateError, TemplateNotFound, TemplateSyntaxError, meta, nodes
 
+from ciclovita.authoring.samples import sample_details, sample_recipient
 from ciclovita.campaigns.catalog import RESERVED, LoadedCampaign, collect_catalog
-from ciclovita.campaigns.samples import sample_details, sample_recipient
 from ciclovita.campaigns.spec import localized
 from ciclovita.errors import Problem, RenderError
 from ciclovita.links import LinkBuilder
@@ -196,7 +196,7 @@ def check_campaign(
                     problems.append(
                         Problem(
                             source,
-                            f"missing template {checker.path(name)} for locale {locale!r}",
+                            f"missing template {checker.path(name)} for locale {str(locale)!r}",
                             line=line,
                             column=field,
                             value=template,
@@ -264,7 +264,8 @@ def check_campaign(
                 problems.append(
                     Problem(
                         file or source,
-                        f"does not render for locale {locale!r}, variant {variant!r}: {detail}",
+                        f"does not render for locale {str(locale)!r}, "
+                        f"variant {variant!r}: {detail}",
                         line=line,
                         column=field,
                     )
