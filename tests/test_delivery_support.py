@@ -25,6 +25,7 @@ from ciclovita.db.models import Consent, Customer, Message, table_of
 from ciclovita.delivery.senders.sendgrid import MESSAGE_ID_ARG
 from ciclovita.planning.planner import plan_all
 from ciclovita.settings import REPOSITORY_ROOT, Settings
+from ciclovita.vocabulary import DEFAULT_TIMEZONE
 from tests.support.fake_sendgrid import RecordedRequest
 
 # a Tuesday, 11:00 in Rome: after the letter's 09:00 slot, outside quiet hours
@@ -87,7 +88,7 @@ def add_customers(engine: Engine, count: int, *, consent: bool = True) -> list[i
                         "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
                         "last_name": LAST_NAMES[i % len(LAST_NAMES)],
                         "locale": "it" if i % 3 else "en",
-                        "timezone": "Europe/Rome",
+                        "timezone": DEFAULT_TIMEZONE,
                         "country": "IT",
                         "created_at": AS_OF - timedelta(days=400),
                         "attributes": {},

@@ -27,14 +27,14 @@ from ciclovita.campaigns.catalog import Catalog, load_catalog
 from ciclovita.db.models import Base, Consent, Coupon, Customer, Message, Order
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.scoring.recompute import recompute_scores
-from ciclovita.vocabulary import SkipReason
+from ciclovita.vocabulary import DEFAULT_TIMEZONE, SkipReason
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = ROOT / "campaigns"
 AS_OF = datetime(2026, 6, 16, 9, 0, tzinfo=UTC)  # a Tuesday: the weekly nurture is due too
 AS_OF_ARG = "2026-06-16T09:00:00"
 SEED = 7
-TIMEZONE = "Europe/Rome"
+TIMEZONE = DEFAULT_TIMEZONE
 SUBJECTS = {
     "it": "Grazie per il tuo ordine, {}!",
     "en": "Thank you for your order, {}!",

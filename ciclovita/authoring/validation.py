@@ -27,6 +27,7 @@ from ciclovita.links import LinkBuilder
 from ciclovita.rendering.context import Brand, build_context, context_variables
 from ciclovita.rendering.environment import make_environment, text_environment
 from ciclovita.rendering.render import Renderer, template_files
+from ciclovita.vocabulary import ConsentTopic
 
 JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
 SAMPLE_AS_OF = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -244,7 +245,7 @@ def check_campaign(
                 details=sample_details(campaign, locale, SAMPLE_AS_OF),
                 links=links,
                 brand=brand,
-                unsubscribe_topic=spec.required_consent or "marketing",
+                unsubscribe_topic=spec.required_consent or ConsentTopic.MARKETING,
             )
             try:
                 renderer.render(campaign.name, spec, variant, locale, context)

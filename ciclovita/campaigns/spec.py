@@ -9,7 +9,6 @@ Schema for editors comes from these models (``ciclovita schema``).
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -58,9 +57,8 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class EventTrigger(_Strict):
-    """Due ``delay`` after each event of this kind (one message per event): a built-in event
-    (``ciclovita.vocabulary.BuiltInEvent``: order_placed, survey_answered,
-    referral_converted, signup) or an engagement event type from the events table."""
+    """Due ``delay`` after each event of this kind (one message per event): order_placed,
+    survey_answered, referral_converted, signup, or an engagement event type."""
 
     event: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,47}$")]
     delay: Duration = timedelta(0)
@@ -336,7 +334,3 @@ def localized(text: LocalizedText, locale: str, fallback: str) -> str:
     if isinstance(text, str):
         return text
     return text.get(locale) or text.get(fallback) or next(iter(text.values()), "")  # type: ignore[call-overload]
-
-
-def is_valid_name(name: str) -> bool:
-    return re.match(NAME, name) is not None

@@ -412,4 +412,4 @@ def _factory(settings: Settings) -> SendGridSender:
     )
 
 
-register_sender("sendgrid", _factory)
+register_sender(SendGridSender.name, _factory)
