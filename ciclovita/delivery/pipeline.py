@@ -23,7 +23,6 @@ import logging
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import datetime
@@ -43,6 +42,7 @@ from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.provider_events import EVENTS_PROVIDER
 from ciclovita.delivery.reports import DeliveryReport
 from ciclovita.delivery.senders.base import Sender
+from ciclovita.delivery.shared import SharedPer
 from ciclovita.errors import is_transient
 from ciclovita.rendering.builder import Prepared
 from ciclovita.vocabulary import DeliveryCount, SendResult
@@ -89,16 +89,7 @@ class Window:
                 self._changed.notify_all()
 
 
-_WINDOWS: weakref.WeakKeyDictionary[Sender, Window] = weakref.WeakKeyDictionary()
-_WINDOWS_LOCK = threading.Lock()
-
-
-def _window_of(sender: Sender) -> Window:
-    with _WINDOWS_LOCK:
-        window = _WINDOWS.get(sender)
-        if window is None:
-            window = _WINDOWS[sender] = Window(sender.concurrency)
-        return window
+_WINDOWS: SharedPer[Sender, Window] = SharedPer(lambda sender: Window(sender.concurrency))
 
 
 class Pipeline:
@@ -121,7 +112,7 @@ class Pipeline:
         self.clock = clock
         # a commit costs about as much as recording ten outcomes: outcomes are recorded
         # together, every RECORD_EVERY at most, or when half the window is done
-        self.window = _window_of(sender)
+        self.window = _WINDOWS.of(sender)
         self.step = self.window.size // 2
         self.held = 0  # places of the window this delivery holds
         self.in_flight: dict[str, Prepared] = {}

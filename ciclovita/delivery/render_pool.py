@@ -17,7 +17,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +26,7 @@ from sqlalchemy import Engine, create_engine, make_url
 from ciclovita.batching import chunks
 from ciclovita.delivery import outbox
 from ciclovita.delivery.senders.base import Sender
+from ciclovita.delivery.shared import SharedPer
 from ciclovita.rendering.builder import MessageBuilder, Prepared
 from ciclovita.settings import Settings
 
@@ -103,23 +103,19 @@ class RenderPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-_POOLS: weakref.WeakKeyDictionary[MessageBuilder, RenderPool] = weakref.WeakKeyDictionary()
-_POOLS_LOCK = threading.Lock()
+_POOLS: SharedPer[MessageBuilder, RenderPool] = SharedPer(
+    lambda builder: RenderPool(builder.settings)
+)
 
 
 def pool_of(builder: MessageBuilder) -> RenderPool:
     """The render pool every delivery with ``builder`` shares."""
-    with _POOLS_LOCK:
-        pool = _POOLS.get(builder)
-        if pool is None:
-            pool = _POOLS[builder] = RenderPool(builder.settings)
-        return pool
+    return _POOLS.of(builder)
 
 
 def close_pool(builder: MessageBuilder) -> None:
     """Stop the render workers of ``builder``'s deliveries, if any were started."""
-    with _POOLS_LOCK:
-        pool = _POOLS.pop(builder, None)
+    pool = _POOLS.pop(builder)
     if pool is not None:
         pool.close()
 

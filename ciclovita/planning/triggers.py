@@ -144,6 +144,26 @@ def _window(column: Any, as_of: datetime, delay: timedelta, expires: timedelta) 
     return and_(column > as_of - delay - expires, column <= as_of - delay)
 
 
+def _occurrences(
+    rows: Any,
+    owner: Any,
+    key: Any,
+    at: Any,
+    *columns: Any,
+    due: tuple[datetime, timedelta, timedelta],
+    where: tuple[Any, ...] = (),
+) -> Any:
+    """The rows of table ``rows`` (each an occurrence of the customer ``owner`` names, at
+    ``at``) that are due: ``due`` is (as_of, delay, expires_after)."""
+    return (
+        _base(key, at.label("trigger_at"), *columns)
+        .select_from(rows)
+        .join(Customer, Customer.id == owner)
+        .outerjoin(CustomerScore, _SCORE_JOIN)
+        .where(*where, _window(at, *due))
+    )
+
+
 # ---------------------------------------------------------------------------------- events
 
 
@@ -155,21 +175,16 @@ def _event(trigger: EventTrigger, as_of: datetime, timezone: str) -> TriggerQuer
 
 @event_source(BuiltInEvent.ORDER_PLACED)
 def _order_placed(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
-    query = (
-        _base(
-            _key("order:", Order.id),
-            Order.placed_at.label("trigger_at"),
-            Order.external_id.label("order_ref"),
-            Order.amount_cents,
-            Order.currency,
-        )
-        .select_from(Order)
-        .join(Customer, Customer.id == Order.customer_id)
-        .outerjoin(CustomerScore, _SCORE_JOIN)
-        .where(
-            Order.status == OrderStatus.COMPLETED,
-            _window(Order.placed_at, as_of, trigger.delay, trigger.expires_after),
-        )
+    query = _occurrences(
+        Order,
+        Order.customer_id,
+        _key("order:", Order.id),
+        Order.placed_at,
+        Order.external_id.label("order_ref"),
+        Order.amount_cents,
+        Order.currency,
+        due=(as_of, trigger.delay, trigger.expires_after),
+        where=(Order.status == OrderStatus.COMPLETED,),
     )
 
     def details(row: Row[Any]) -> dict[str, Any]:
@@ -187,16 +202,13 @@ def _order_placed(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
 
 @event_source(BuiltInEvent.SURVEY_ANSWERED)
 def _survey_answered(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
-    query = (
-        _base(
-            _key("survey:", SurveyResponse.id),
-            SurveyResponse.answered_at.label("trigger_at"),
-            SurveyResponse.score,
-        )
-        .select_from(SurveyResponse)
-        .join(Customer, Customer.id == SurveyResponse.customer_id)
-        .outerjoin(CustomerScore, _SCORE_JOIN)
-        .where(_window(SurveyResponse.answered_at, as_of, trigger.delay, trigger.expires_after))
+    query = _occurrences(
+        SurveyResponse,
+        SurveyResponse.customer_id,
+        _key("survey:", SurveyResponse.id),
+        SurveyResponse.answered_at,
+        SurveyResponse.score,
+        due=(as_of, trigger.delay, trigger.expires_after),
     )
     name = BuiltInEvent.SURVEY_ANSWERED
 
@@ -210,16 +222,13 @@ def _survey_answered(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
 
 @event_source(BuiltInEvent.REFERRAL_CONVERTED)
 def _referral_converted(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
-    query = (
-        _base(
-            _key("referral:", Referral.id),
-            Referral.converted_at.label("trigger_at"),
-            Referral.code,
-        )
-        .select_from(Referral)
-        .join(Customer, Customer.id == Referral.referrer_id)
-        .outerjoin(CustomerScore, _SCORE_JOIN)
-        .where(_window(Referral.converted_at, as_of, trigger.delay, trigger.expires_after))
+    query = _occurrences(
+        Referral,
+        Referral.referrer_id,
+        _key("referral:", Referral.id),
+        Referral.converted_at,
+        Referral.code,
+        due=(as_of, trigger.delay, trigger.expires_after),
     )
     name = BuiltInEvent.REFERRAL_CONVERTED
 
@@ -247,15 +256,14 @@ def _signup(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
 
 def _engagement_event(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
     """Any other event name: an engagement event type in the events table."""
-    query = (
-        _base(_key("event:", Event.id), Event.occurred_at.label("trigger_at"), Event.properties)
-        .select_from(Event)
-        .join(Customer, Customer.id == Event.customer_id)
-        .outerjoin(CustomerScore, _SCORE_JOIN)
-        .where(
-            Event.type == trigger.event,
-            _window(Event.occurred_at, as_of, trigger.delay, trigger.expires_after),
-        )
+    query = _occurrences(
+        Event,
+        Event.customer_id,
+        _key("event:", Event.id),
+        Event.occurred_at,
+        Event.properties,
+        due=(as_of, trigger.delay, trigger.expires_after),
+        where=(Event.type == trigger.event,),
     )
     name = trigger.event
 
@@ -278,16 +286,14 @@ def _engagement_event(trigger: EventTrigger, as_of: datetime) -> TriggerQuery:
 def _stage_entered(trigger: StageTrigger, as_of: datetime, timezone: str) -> TriggerQuery:
     """``delay`` after the customer entered the stage (while they are still in it)."""
     h = StageHistory
-    query = (
-        _base(_key("stage:", h.id), h.entered_at.label("trigger_at"), h.previous_stage)
-        .select_from(h)
-        .join(Customer, Customer.id == h.customer_id)
-        .outerjoin(CustomerScore, _SCORE_JOIN)
-        .where(
-            h.stage == trigger.stage_entered,
-            h.exited_at.is_(None),
-            _window(h.entered_at, as_of, trigger.delay, trigger.expires_after),
-        )
+    query = _occurrences(
+        h,
+        h.customer_id,
+        _key("stage:", h.id),
+        h.entered_at,
+        h.previous_stage,
+        due=(as_of, trigger.delay, trigger.expires_after),
+        where=(h.stage == trigger.stage_entered, h.exited_at.is_(None)),
     )
     stage = trigger.stage_entered
 
@@ -308,11 +314,7 @@ def _segment_entered(trigger: SegmentTrigger, as_of: datetime, timezone: str) ->
     """``delay`` after the customer entered the segment (while they are still in it); the
     members of its first computation only with ``include_initial_members``."""
     m = SegmentMembership
-    conditions = [
-        m.segment == trigger.segment_entered,
-        m.exited_at.is_(None),
-        _window(m.entered_at, as_of, trigger.delay, trigger.expires_after),
-    ]
+    conditions = [m.segment == trigger.segment_entered, m.exited_at.is_(None)]
     if not trigger.include_initial_members:
         first_run = (
             select(func.min(SegmentRun.computed_at))
@@ -320,12 +322,13 @@ def _segment_entered(trigger: SegmentTrigger, as_of: datetime, timezone: str) ->
             .scalar_subquery()
         )
         conditions.append(m.entered_at > first_run)
-    query = (
-        _base(_key("segment:", m.id), m.entered_at.label("trigger_at"))
-        .select_from(m)
-        .join(Customer, Customer.id == m.customer_id)
-        .outerjoin(CustomerScore, _SCORE_JOIN)
-        .where(*conditions)
+    query = _occurrences(
+        m,
+        m.customer_id,
+        _key("segment:", m.id),
+        m.entered_at,
+        due=(as_of, trigger.delay, trigger.expires_after),
+        where=tuple(conditions),
     )
     segment = trigger.segment_entered
 
