@@ -173,7 +173,9 @@ def _usage() -> dict[str, float]:
 def _child_end_to_end(options: dict[str, Any], *, with_prefect: bool) -> dict[str, Any]:
     """Plan, render and send every message, through a Prefect flow or the core alone."""
     from ciclovita import cycle
-    from ciclovita.delivery.dispatch import DeliveryReport, deliver, reconcile
+    from ciclovita.delivery.dispatch import deliver, reconcile
+    from ciclovita.delivery.render_pool import close_pool
+    from ciclovita.delivery.reports import DeliveryReport
     from ciclovita.runtime import get_runtime
     from tests.test_delivery_support import AS_OF, CAMPAIGN
 
@@ -267,7 +269,7 @@ def _child_end_to_end(options: dict[str, Any], *, with_prefect: bool) -> dict[st
         }
     result["seconds"] = time.perf_counter() - started
     workers_peak = _render_workers_peak_mb(runtime.builder)
-    runtime.builder.close()  # the render workers' CPU joins RUSAGE_CHILDREN
+    close_pool(runtime.builder)  # the render workers' CPU joins RUSAGE_CHILDREN
     runtime.close()
     usage = _usage()
     result["cpu_seconds"] = usage["cpu_seconds"] - cpu_before
@@ -277,7 +279,9 @@ def _child_end_to_end(options: dict[str, Any], *, with_prefect: bool) -> dict[st
 def _render_workers_peak_mb(builder: Any) -> float:
     """The largest peak RSS (VmHWM) of the render worker processes (Linux ``/proc``; the
     children's ``ru_maxrss`` would also count the parent's memory at the time of spawn)."""
-    pool = getattr(builder, "_pool", None)
+    from ciclovita.delivery.render_pool import pool_of
+
+    pool = getattr(pool_of(builder), "_pool", None)
     peak = 0.0
     for pid in getattr(pool, "_processes", None) or {}:
         try:

@@ -17,10 +17,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, update
 
 from ciclovita.campaigns.catalog import Catalog
-from ciclovita.campaigns.planner import CampaignPlan, plan_all, plan_campaign
 from ciclovita.db.models import CustomerScore, CycleRun, Message, table_of
-from ciclovita.delivery.dispatch import DeliveryReport, MessageBuilder, render_due
+from ciclovita.delivery.dispatch import render_due
+from ciclovita.delivery.reports import DeliveryReport
+from ciclovita.planning.planner import CampaignPlan, plan_all, plan_campaign
 from ciclovita.referrals import convert_referrals
+from ciclovita.rendering.builder import MessageBuilder
 from ciclovita.scoring.recompute import RecomputeReport, recompute_scores, recompute_scores_on
 from ciclovita.segments.membership import SegmentChange, recompute_segment
 from ciclovita.segments.membership import close_removed_segments as close_removed
@@ -128,8 +130,8 @@ class DryRun:
                 }
                 for s in self.segments
             ],
-            "plans": [p.as_dict() for p in self.plans],
-            "delivery": self.delivery.as_dict() if self.delivery is not None else None,
+            "plans": [p.model_dump(mode="json") for p in self.plans],
+            "delivery": self.delivery.model_dump(mode="json") if self.delivery else None,
         }
 
 

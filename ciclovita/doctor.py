@@ -110,7 +110,7 @@ def check_migrations(settings: Settings) -> Check:
 
 
 def check_campaigns(settings: Settings) -> Check:
-    from ciclovita.campaigns.validation import validate
+    from ciclovita.authoring.validation import validate
 
     problems = validate(
         [], campaigns_dir=settings.campaigns_dir, templates_dir=settings.templates_dir

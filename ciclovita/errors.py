@@ -7,10 +7,16 @@
     ├── InputError                  user input (YAML, CSV, template, webhook body) is bad;
     │                               carries every Problem found, each with where and what
     ├── RenderError                 a template failed to render for one message
+    ├── TransientError              worth retrying later: the same work may then succeed
+    │   └── TransientDeliveryError  (also a DeliveryError, below)
     └── DeliveryError               the provider did not take a message
         ├── TransientDeliveryError  worth retrying later (network, 5xx, 429)
         │   └── RateLimitedError    429: retry after the provider's reset time
         └── PermanentDeliveryError  retrying cannot help (4xx other than 429)
+
+``is_transient`` is the one answer to "may retrying this succeed?", for our own errors and
+for the database's and the network's: the delivery pipeline retries its transactions by it,
+and the Prefect tasks their runs (``tasks.retry``).
 
 Skipping a customer (no consent, no email, suppressed) is not an error: it is recorded on the
 outbox row as a skip reason.
@@ -19,6 +25,9 @@ outbox row as a skip reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 __all__ = [
     "CiclovitaError",
@@ -30,6 +39,8 @@ __all__ = [
     "RateLimitedError",
     "RenderError",
     "TransientDeliveryError",
+    "TransientError",
+    "is_transient",
 ]
 
 
@@ -96,6 +107,10 @@ class RenderError(CiclovitaError):
         )
 
 
+class TransientError(CiclovitaError):
+    """A failure worth retrying later: nothing is wrong with the work itself."""
+
+
 class DeliveryError(CiclovitaError):
     """The provider did not accept a message."""
 
@@ -105,7 +120,7 @@ class DeliveryError(CiclovitaError):
         super().__init__(f"{status or 'network'}: {detail}")
 
 
-class TransientDeliveryError(DeliveryError):
+class TransientDeliveryError(DeliveryError, TransientError):
     """A failure worth retrying: network error, timeout, 5xx, 429."""
 
     def __init__(self, detail: str, status: int | None = None, retry_after: float | None = None):
@@ -119,3 +134,37 @@ class RateLimitedError(TransientDeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A failure retrying cannot fix (a 4xx other than 429): recorded, never retried."""
+
+
+SCHEMA_ERRORS: Final = (
+    "no such table",
+    "no such column",
+    "has no column named",
+    "undefined table",
+    "does not exist",
+    "syntax error",
+    "unable to open database file",
+)
+"""Texts of database ``OperationalError`` s that mean "the schema or the URL is wrong" (a
+missing table or column, a bad statement, a file that cannot be opened): no retry fixes them."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the work that raised ``exc`` may succeed.
+
+    Transient: a ``TransientError`` (SendGrid's 429 and 5xx, a network error before the
+    provider accepted the request); a dropped database connection; a locked or busy
+    database, a deadlock, a serialization failure, a server restarting (the database's
+    ``OperationalError`` other than ``SCHEMA_ERRORS``); ``ConnectionError`` and
+    ``TimeoutError``. Anything else (bad input, a setting, a template, a missing table, a
+    bug) fails at once.
+    """
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, OperationalError):
+            text = str(exc.orig).lower()
+            return not any(marker in text for marker in SCHEMA_ERRORS)
+    return False

@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 
 from ciclovita.campaigns.catalog import Catalog, load_catalog
 from ciclovita.db.engine import get_engine
-from ciclovita.delivery.dispatch import MessageBuilder
+from ciclovita.delivery.render_pool import close_pool
 from ciclovita.delivery.senders.base import Sender, create_sender
+from ciclovita.rendering.builder import MessageBuilder
 from ciclovita.rendering.render import Renderer
 from ciclovita.settings import Settings, get_settings
 
@@ -52,6 +53,9 @@ class Runtime:
         return self._shared_sender
 
     def close(self) -> None:
+        """Close the shared sender and stop the render workers, if they were started."""
+        if "builder" in self.__dict__:
+            close_pool(self.__dict__["builder"])
         if "_shared_sender" in self.__dict__:
             self.__dict__.pop("_shared_sender").close()
 

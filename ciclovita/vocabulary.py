@@ -51,6 +51,32 @@ IN_DOUBT_STATUSES: Final = frozenset({MessageStatus.SENDING, MessageStatus.AMBIG
 """Statuses whose fate only the provider knows: a provider event for them proves it was sent."""
 
 
+class SendResult(StrEnum):
+    """What a sender says became of one message (``SendOutcome.status``)."""
+
+    SENT = "sent"
+    """Accepted by the provider."""
+    FAILED = "failed"
+    """Refused for good: never retried."""
+    RETRY = "retry"
+    """Certainly not accepted: safe to send again later."""
+    AMBIGUOUS = "ambiguous"
+    """The request left and no answer came: the provider may have it."""
+
+
+class DeliveryCount(StrEnum):
+    """What a delivery report counts, in total and per campaign: the rows a delivery took
+    and what became of them (``retried``: due again later; ``rendered``: a dry run's)."""
+
+    CLAIMED = "claimed"
+    RENDERED = "rendered"
+    SENT = "sent"
+    FAILED = "failed"
+    RETRIED = "retried"
+    AMBIGUOUS = "ambiguous"
+    SKIPPED = "skipped"
+
+
 class SkipReason(StrEnum):
     """Why an occurrence got no message (recorded on the outbox row)."""
 
@@ -127,6 +153,30 @@ class ProviderEvent(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     GROUP_UNSUBSCRIBE = "group_unsubscribe"
     GROUP_RESUBSCRIBE = "group_resubscribe"
+
+
+class DeliveryStatus(StrEnum):
+    """How far the provider got with a sent message (``messages.delivery_status``), from its
+    events; ``ciclovita.delivery.event_rules`` ranks them."""
+
+    PROCESSED = "processed"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    OPEN = "open"
+    CLICK = "click"
+    BOUNCE = "bounce"
+    DROPPED = "dropped"
+
+
+class BuiltInEvent(StrEnum):
+    """Events a campaign can wait for that come from their own tables (orders, survey
+    answers, converted referrals, sign-ups); any other event name is an engagement event type
+    in the events table."""
+
+    ORDER_PLACED = "order_placed"
+    SURVEY_ANSWERED = "survey_answered"
+    REFERRAL_CONVERTED = "referral_converted"
+    SIGNUP = "signup"
 
 
 class Locale(StrEnum):

@@ -32,10 +32,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from sqlalchemy import Engine, or_, select
 
-from ciclovita.campaigns.planner import SKIP_REASONS
 from ciclovita.db.models import CycleRun, Message
 from ciclovita.lifecycle import STAGES
-from ciclovita.vocabulary import MessageStatus
+from ciclovita.vocabulary import MessageStatus, SkipReason
 from flows.history import StageSnapshot, previous_stages, stage_history
 
 STAGE_COLOURS = {
@@ -113,7 +112,7 @@ def campaign_rows(
         for column in DELIVERY_COLUMNS:
             row["retry later" if column == "retried" else column] = int(counts.get(column, 0))
         row["held: send window"] = plan["held_window"] if plan else 0
-        for reason in SKIP_REASONS:
+        for reason in SkipReason:
             row[f"skipped: {reason}"] = plan["skipped"].get(reason, 0) if plan else 0
         if plan is None:
             row["status"] = "not planned this run"

@@ -20,6 +20,8 @@ from tasks.retry import retry_transient_only
     retry_condition_fn=retry_transient_only,
 )
 def plan_campaign(campaign: str, as_of: datetime, cycle_id: int) -> dict[str, Any]:
+    """Plan one campaign into the outbox; returns its ``CampaignPlan`` in JSON form (the
+    flows' summaries index it by name)."""
     runtime = get_runtime()
     result = cycle.plan(
         runtime.engine,
@@ -35,9 +37,9 @@ def plan_campaign(campaign: str, as_of: datetime, cycle_id: int) -> dict[str, An
         result.candidates,
         result.planned,
         result.held_window,
-        result.skipped or "none",
+        ", ".join(f"{reason} {n}" for reason, n in result.skipped.items()) or "none",
     )
-    return result.as_dict()
+    return result.model_dump(mode="json")
 
 
 @task(name="dry-run-cycle", task_run_name="dry run: recompute, plan and render, keep nothing")

@@ -37,7 +37,8 @@ def _task_worker() -> tuple[str | None, bool]:
     retry_condition_fn=retry_transient_only,
 )
 def deliver_batch(batch: int, size: int, as_of: datetime | None = None) -> dict[str, Any]:
-    """Claim and send up to ``size`` due messages (claims keep parallel batches apart)."""
+    """Claim and send up to ``size`` due messages (claims keep parallel batches apart);
+    returns the batch's ``DeliveryReport`` in JSON form."""
     ensure_sendgrid_key()  # on a remote Dask worker, the key may only be in the Secret block
     runtime = get_runtime()
     worker, resume = _task_worker()
@@ -73,25 +74,26 @@ def deliver_batch(batch: int, size: int, as_of: datetime | None = None) -> dict[
         raise ConfigurationError(
             "CICLOVITA_SENDGRID_API_KEY", report.stopped, "a valid SendGrid API key"
         )
-    return report.as_dict()
+    return report.model_dump(mode="json")
 
 
 @task(name="reconcile-sends", task_run_name="reconcile ambiguous sends")
 def reconcile_sends(now: datetime | None = None) -> dict[str, int]:
-    """Settle messages whose fate is unknown. ``now`` is accepted for the flows' sake; the
-    leases are always measured on the wall clock, whatever time a run is for."""
+    """Settle messages whose fate is unknown; returns the ``ReconcileReport`` in JSON form.
+    ``now`` is accepted for the flows' sake; the leases are always measured on the wall
+    clock, whatever time a run is for."""
     del now
     runtime = get_runtime()
     result = reconcile(runtime.engine, runtime.shared_sender())
     logger = get_run_logger()
-    if result["ambiguous"]:
+    if result.ambiguous:
         logger.warning(
             "%d messages are ambiguous (sent or not is unknown): held, not re-sent",
-            result["ambiguous"],
+            result.ambiguous,
         )
-    if result["sending"]:
+    if result.sending:
         logger.warning(
             "%d messages are being sent, or their worker stopped less than a lease ago",
-            result["sending"],
+            result.sending,
         )
-    return result
+    return result.model_dump()

@@ -23,12 +23,14 @@ from jinja2 import meta, nodes
 from sqlalchemy import Connection, create_engine
 
 from ciclovita.campaigns.catalog import Catalog, LoadedCampaign, campaign_files, load_catalog
-from ciclovita.campaigns.planner import message_uid, trigger_query
 from ciclovita.campaigns.spec import LOCALES, localized
 from ciclovita.links import LinkBuilder
+from ciclovita.planning.planner import message_uid
+from ciclovita.planning.triggers import trigger_query
 from ciclovita.rendering.context import Brand, Recipient, build_context, context_variables
 from ciclovita.rendering.environment import make_environment
 from ciclovita.rendering.render import RenderedEmail, Renderer, template_files
+from ciclovita.vocabulary import DEFAULT_TIMEZONE
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = ROOT / "campaigns"
@@ -82,7 +84,7 @@ def planner_row(locale: str) -> SimpleNamespace:
         customer_id=CUSTOMER_ID,
         email="giulia@example.com",
         locale=locale,
-        timezone="Europe/Rome",
+        timezone=DEFAULT_TIMEZONE,
         current_stage="active",
         occurrence_key="test:1",
         trigger_at=TRIGGER_AT,
@@ -100,7 +102,7 @@ def planned_details(
     campaign: LoadedCampaign, connection: Connection, locale: str
 ) -> dict[str, Any]:
     """The details dict the planner stores on the outbox row for this campaign."""
-    found = trigger_query(campaign, AS_OF, "Europe/Rome")
+    found = trigger_query(campaign.spec.trigger, AS_OF, DEFAULT_TIMEZONE)
     details: dict[str, Any] = found.details(planner_row(locale)) if found else {}  # type: ignore[arg-type]
     offer = campaign.spec.offer
     if offer is not None:  # as plan_campaign does
@@ -125,7 +127,7 @@ def recipient(locale: str) -> Recipient:
         first_name=FIRST_NAME,
         last_name="Rossi",
         locale=locale,
-        timezone="Europe/Rome",
+        timezone=DEFAULT_TIMEZONE,
         country="IT",
         stage="loyal",
         rfm_segment="Champions",

@@ -22,7 +22,6 @@ from python_http_client.exceptions import BadRequestsError
 from sqlalchemy import Engine
 
 from ciclovita.delivery.dispatch import deliver
-from ciclovita.delivery.message import OutgoingEmail
 from ciclovita.delivery.senders.base import send_all
 from ciclovita.delivery.senders.sendgrid import (
     MAX_CUSTOM_ARGS_BYTES,
@@ -30,7 +29,9 @@ from ciclovita.delivery.senders.sendgrid import (
     SendGridSender,
     request_body,
 )
+from ciclovita.rendering.outgoing import OutgoingEmail
 from ciclovita.runtime import Runtime
+from ciclovita.vocabulary import MessageKind
 from tests.support.prism import PrismServer, prism_or_skip, sl_violation_messages, sl_violations
 from tests.test_delivery_support import AS_OF, DeliveryWorld, add_customers
 
@@ -51,7 +52,7 @@ def sender(prism: PrismServer) -> Iterator[SendGridSender]:
 BASE = OutgoingEmail(
     uid="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
     campaign="thank_you",
-    kind="marketing",
+    kind=MessageKind.MARKETING,
     to_email="giulia.rossi@example.com",
     to_name="Giulia Rossi",
     from_email="ciao@ciclovita.example",
@@ -90,7 +91,9 @@ AT_THE_LIMITS = {
         to_email="olga.nguyen@example.org",
     ),
     "reply-to": replace(BASE, reply_to="assistenza@ciclovita.example"),
-    "no ASM group (transactional)": replace(BASE, kind="transactional", asm_group_id=None),
+    "no ASM group (transactional)": replace(
+        BASE, kind=MessageKind.TRANSACTIONAL, asm_group_id=None
+    ),
     "text only": replace(BASE, html=""),
     "html only": replace(BASE, text=""),
     "large body": replace(BASE, html="<p>" + "Una storia lunga. " * 50_000 + "</p>"),

@@ -37,9 +37,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from ciclovita.delivery.event_effects import ingest_events
 from ciclovita.delivery.outbox import CLAIM_LEASE, SENDING_LEASE
 from ciclovita.settings import REPOSITORY_ROOT
-from ciclovita.web.webhook import ingest_events
 from ciclovita_testing.fake_sendgrid import (
     FakeSendGridProcess,
     bad_request,
@@ -72,6 +72,7 @@ def _child(run: int) -> None:
     Run ``n`` sees the clock ``n`` lease-lengths ahead, so the claims and sends of killed
     runs have expired, as they would have by the next scheduled cycle."""
     from ciclovita.delivery.dispatch import deliver, reconcile
+    from ciclovita.delivery.render_pool import close_pool
     from ciclovita.runtime import Runtime
     from ciclovita.settings import load_settings
 
@@ -84,7 +85,7 @@ def _child(run: int) -> None:
     runtime = Runtime(load_settings())
     sender = runtime.sender()
     reconciled = reconcile(runtime.engine, sender, clock())
-    print(json.dumps({"reconciled": reconciled}), flush=True)
+    print(json.dumps({"reconciled": reconciled.model_dump()}), flush=True)
     report = deliver(
         runtime.engine,
         runtime.builder,
@@ -93,9 +94,9 @@ def _child(run: int) -> None:
         batch_size=250,
         clock=clock,
     )
-    print(json.dumps({"report": report.as_dict()}), flush=True)
+    print(json.dumps({"report": report.model_dump(mode="json")}), flush=True)
     sender.close()
-    runtime.builder.close()
+    close_pool(runtime.builder)
 
 
 def start_child(env: dict[str, str], run: int) -> subprocess.Popen[str]:
@@ -206,7 +207,7 @@ def settle_and_check(
     assert by_status["failed"] <= faults["refused"] <= by_status["failed"] | held
     assert by_status["sent"] | by_status["failed"] | held == set(uids), "no message is lost"
     assert faults["dropped"] <= held
-    assert result["ambiguous"] == len(held) and result["sending"] == 0
+    assert result.ambiguous == len(held) and result.sending == 0
 
     # the operator's step: SendGrid's Email Activity shows the held messages never arrived
     # (none of them is among those the fake accepted); released, they go out exactly once.

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from ciclovita.db.models import CustomerScore, Message
+from ciclovita.delivery.event_effects import ingest_events
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.runtime import reset_runtimes
-from ciclovita.web.webhook import ingest_events
 from ciclovita_testing.fake_sendgrid import FakeSendGrid, drop_connection
 from tests.test_delivery_support import processed_events
 

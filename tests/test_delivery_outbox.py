@@ -26,12 +26,16 @@ from sqlalchemy import Engine, insert, select, update
 
 from ciclovita.db.models import Consent, Message, Suppression, table_of
 from ciclovita.delivery import outbox
-from ciclovita.delivery.dispatch import MessageBuilder, deliver, reconcile
+from ciclovita.delivery.dispatch import deliver, reconcile
+from ciclovita.delivery.event_effects import ingest_events
 from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.outbox import CLAIM_LEASE, MAX_ATTEMPTS, SENDING_LEASE
+from ciclovita.delivery.render_pool import close_pool
+from ciclovita.delivery.reports import ReconcileReport
 from ciclovita.delivery.senders.sendgrid import RetryPolicy, SendGridSender
+from ciclovita.rendering.builder import MessageBuilder
 from ciclovita.runtime import Runtime
-from ciclovita.web.webhook import ingest_events
+from ciclovita.vocabulary import SendResult
 from ciclovita_testing.fake_sendgrid import (
     FakeSendGrid,
     bad_request,
@@ -66,7 +70,7 @@ def world(engine: Engine, database_url: str, tmp_path: Path) -> DeliveryWorld:
 def builder(world: DeliveryWorld) -> Iterator[MessageBuilder]:
     runtime = Runtime(world.settings(sendgrid_asm_group_id=77))
     yield runtime.builder
-    runtime.builder.close()
+    close_pool(runtime.builder)
 
 
 @pytest.fixture
@@ -182,7 +186,7 @@ def test_render_workers_send_the_same_messages(
     try:
         report = deliver(engine, runtime.builder, sendgrid, as_of=AS_OF, batch_size=100)
     finally:
-        runtime.builder.close()
+        close_pool(runtime.builder)
     assert (report.sent, report.rendered) == (150, 150)
     fake.assert_accepted_once(uids)
     subjects = {r.body["subject"] for r in fake.accepted()}
@@ -217,18 +221,13 @@ def test_an_ambiguous_message_is_held_then_reconciled_from_provider_events(
     uids = world.plan()
     sender.fail(uids[1], "ambiguous", accepted=True)  # taken, the answer lost
     deliver(engine, builder, sender, as_of=AS_OF)
-    assert reconcile(engine, sender) == {
-        "newly_ambiguous": 0,
-        "resolved": 0,
-        "ambiguous": 1,
-        "sending": 0,
-    }
+    assert reconcile(engine, sender) == ReconcileReport(ambiguous=1)
     deliver(engine, builder, sender, as_of=AS_OF + timedelta(hours=1))
     sender.assert_accepted_once(uids)  # held: not sent a second time
     assert sorted(sender.sent_uids()) == sorted(uids)
 
     ingest(engine, processed_events(sender.accepted_messages(), time.time()))
-    assert reconcile(engine, sender)["ambiguous"] == 0
+    assert reconcile(engine, sender).ambiguous == 0
     row = rows(engine)[uids[1]]
     provider_id = dict(sender.accepted_messages())[uids[1]]
     assert (row["status"], row["provider_message_id"]) == ("sent", provider_id)
@@ -246,7 +245,7 @@ def test_a_worker_that_died_mid_send_leaves_rows_held_never_resent(
 
     report = deliver(engine, builder, sender, as_of=AS_OF)
     assert report.sent == 2  # the claim lease has not expired; sending rows are never taken
-    assert reconcile(engine, sender)["sending"] == 2
+    assert reconcile(engine, sender).sending == 2
 
     later = now + CLAIM_LEASE + timedelta(seconds=1)
     report = deliver(engine, builder, sender, as_of=AS_OF, clock=lambda: later)
@@ -255,7 +254,7 @@ def test_a_worker_that_died_mid_send_leaves_rows_held_never_resent(
         assert outbox.start_sending(connection, claimed[2:], "dead", later) == []
 
     result = reconcile(engine, sender, now + SENDING_LEASE + timedelta(seconds=1))
-    assert (result["newly_ambiguous"], result["ambiguous"], result["sending"]) == (2, 2, 0)
+    assert (result.newly_ambiguous, result.ambiguous, result.sending) == (2, 2, 0)
     sender.assert_accepted_once(u for u in uids if rows(engine)[u]["status"] == "sent")
     assert len(sender.sends) == 4
 
@@ -276,7 +275,7 @@ def test_a_worker_that_died_mid_send_leaves_rows_held_never_resent(
     )
     row = rows(engine)[sending_uid]
     assert (row["status"], row["provider_message_id"]) == ("sent", "sg-123")
-    assert reconcile(engine, sender)["ambiguous"] == 1
+    assert reconcile(engine, sender).ambiguous == 1
 
 
 def test_reconcile_settles_ambiguous_rows_from_events_stored_before(
@@ -299,12 +298,7 @@ def test_reconcile_settles_ambiguous_rows_from_events_stored_before(
     )
     with engine.begin() as connection:
         connection.execute(update(Message).values(status="ambiguous", claimed_by="w"))
-    assert reconcile(engine, sender) == {
-        "newly_ambiguous": 0,
-        "resolved": 1,
-        "ambiguous": 0,
-        "sending": 0,
-    }
+    assert reconcile(engine, sender) == ReconcileReport(resolved=1)
     assert rows(engine)[uid]["provider_message_id"] == "sg-early"
     assert sender.sends == []
 
@@ -349,7 +343,10 @@ def test_a_late_answer_never_overwrites_what_the_webhook_settled(
         connection.execute(update(Message).where(Message.uid == uids[0]).values(status="sent"))
         applied = outbox.record_outcomes(
             connection,
-            [SendOutcome(uids[0], "ambiguous", error="timeout"), SendOutcome(uids[1], "failed")],
+            [
+                SendOutcome(uids[0], SendResult.AMBIGUOUS, error="timeout"),
+                SendOutcome(uids[1], SendResult.FAILED),
+            ],
             {uids[0]: ids[0], uids[1]: ids[1]},
             "other-worker",
             "sendgrid",
@@ -563,8 +560,8 @@ def test_a_dry_run_inside_a_rolled_back_plan_sees_what_would_be_sent(
     world: DeliveryWorld, engine: Engine, builder: MessageBuilder
 ) -> None:
     """How ``ciclovita run --dry-run`` can plan and render without keeping anything."""
-    from ciclovita.campaigns.planner import plan_all
     from ciclovita.delivery.dispatch import render_due
+    from ciclovita.planning.planner import plan_all
 
     add_customers(engine, 12)
     with engine.connect() as connection:

@@ -18,7 +18,6 @@ import pytest
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from ciclovita.delivery.message import OutgoingEmail
 from ciclovita.delivery.senders.base import send_all
 from ciclovita.delivery.senders.sendgrid import (
     MESSAGE_ID_ARG,
@@ -30,6 +29,7 @@ from ciclovita.delivery.senders.sendgrid import (
     request_body,
 )
 from ciclovita.errors import PermanentDeliveryError, RateLimitedError, TransientDeliveryError
+from ciclovita.rendering.outgoing import OutgoingEmail
 from ciclovita_testing.fake_sendgrid import (
     FakeSendGrid,
     bad_request,

@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select
 
 from ciclovita.campaigns.catalog import Catalog, load_catalog
-from ciclovita.campaigns.planner import plan_all
 from ciclovita.db.models import Consent, Customer, Message, table_of
 from ciclovita.delivery.senders.sendgrid import MESSAGE_ID_ARG
+from ciclovita.planning.planner import plan_all
 from ciclovita.settings import REPOSITORY_ROOT, Settings
+from ciclovita.vocabulary import DEFAULT_TIMEZONE
 
 # a Tuesday, 11:00 in Rome: after the letter's 09:00 slot, outside quiet hours
 AS_OF = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -87,7 +88,7 @@ def add_customers(engine: Engine, count: int, *, consent: bool = True) -> list[i
                         "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
                         "last_name": LAST_NAMES[i % len(LAST_NAMES)],
                         "locale": "it" if i % 3 else "en",
-                        "timezone": "Europe/Rome",
+                        "timezone": DEFAULT_TIMEZONE,
                         "country": "IT",
                         "created_at": AS_OF - timedelta(days=400),
                         "attributes": {},

@@ -701,8 +701,14 @@ def test_only_transient_errors_are_retried(
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError
 
-    from ciclovita.errors import InputError, PermanentDeliveryError, Problem, RateLimitedError
-    from tasks.retry import is_transient, retry_transient_only
+    from ciclovita.errors import (
+        InputError,
+        PermanentDeliveryError,
+        Problem,
+        RateLimitedError,
+        is_transient,
+    )
+    from tasks.retry import retry_transient_only
 
     # real database errors: a missing table is permanent, a locked database is transient
     with pytest.raises(OperationalError) as missing, sqlite_engine.connect() as connection:

@@ -27,13 +27,14 @@ from ciclovita.campaigns.catalog import Catalog, load_catalog
 from ciclovita.db.models import Base, Consent, Coupon, Customer, Message, Order
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.scoring.recompute import recompute_scores
+from ciclovita.vocabulary import DEFAULT_TIMEZONE, SkipReason
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = ROOT / "campaigns"
 AS_OF = datetime(2026, 6, 16, 9, 0, tzinfo=UTC)  # a Tuesday: the weekly nurture is due too
 AS_OF_ARG = "2026-06-16T09:00:00"
 SEED = 7
-TIMEZONE = "Europe/Rome"
+TIMEZONE = DEFAULT_TIMEZONE
 SUBJECTS = {
     "it": "Grazie per il tuo ordine, {}!",
     "en": "Thank you for your order, {}!",
@@ -324,9 +325,9 @@ def test_plan_prints_per_campaign_counts_and_changes_nothing(
         assert row[2:7] == [
             str(plan.planned - plan.held_window),
             str(plan.held_window),
-            str(plan.skipped.get("no_consent", 0)),
-            str(plan.skipped.get("frequency_cap", 0)),
-            str(plan.skipped.get("holdout", 0)),
+            str(plan.skipped.get(SkipReason.NO_CONSENT, 0)),
+            str(plan.skipped.get(SkipReason.FREQUENCY_CAP, 0)),
+            str(plan.skipped.get(SkipReason.HOLDOUT, 0)),
         ], plan.campaign
         assert row[7] == (", ".join(f"{k} {v}" for k, v in sorted(other.items())) or "-")
     assert sum(int(r[2]) for r in rows.values()) > 0, "nothing would be sent: a vacuous test"
@@ -354,7 +355,7 @@ def test_dry_run_predicts_exactly_what_a_real_cycle_plans(demo: Engine, catalog:
     ]
 
     def numbers(plan: Any) -> dict[str, Any]:
-        data = plan.as_dict()
+        data = plan.model_dump()
         return {k: data[k] for k in ("candidates", "planned", "held_window", "skipped",
                                       "drivers", "variants", "active")}  # fmt: skip
 

@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ciclovita.delivery.message import OutgoingEmail
 from ciclovita.delivery.senders.base import Sender, send_all
+from ciclovita.rendering.outgoing import OutgoingEmail
+from ciclovita.vocabulary import MessageKind
 from tests.support.recording_sender import RecordingSender
 
 
@@ -17,7 +18,7 @@ def email(uid: str) -> OutgoingEmail:
     return OutgoingEmail(
         uid=uid,
         campaign="thank_you",
-        kind="marketing",
+        kind=MessageKind.MARKETING,
         to_email=f"{uid}@example.com",
         to_name="Ana",
         from_email="ciao@ciclovita.example",

@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 
 from ciclovita import cycle
 from ciclovita.campaigns.catalog import Catalog, campaign_files, load_campaign, load_catalog
-from ciclovita.campaigns.planner import audience_clause
 from ciclovita.campaigns.schema import SCHEMA_DIR, SCHEMAS, render
 from ciclovita.campaigns.spec import Policy
 from ciclovita.db.engine import make_engine
@@ -43,6 +42,7 @@ from ciclovita.db.models import (
 from ciclovita.errors import InputError, Problem
 from ciclovita.ingest.demo import generate_demo_data
 from ciclovita.lifecycle import LifecycleConfig
+from ciclovita.planning.planner import audience_clause
 from ciclovita.scoring.recompute import recompute_scores
 from ciclovita.segments.conditions import compile_condition, parse_condition
 from ciclovita.segments.definitions import Segment, read_segments
@@ -761,7 +761,7 @@ def test_schema_rejects_what_validate_rejects(old: str, new: str) -> None:
     ids=["implicit-all"],
 )
 def test_schema_accepts_what_validate_accepts(old: str, new: str, tmp_path: Path) -> None:
-    from ciclovita.campaigns.validation import validate
+    from ciclovita.authoring.validation import validate
 
     campaigns = tmp_path / "campaigns"
     shutil.copytree(CAMPAIGNS, campaigns)

@@ -2,7 +2,7 @@
 
 Each test breaks one thing in a fresh copy of the repository's ``campaigns/`` and
 ``templates/`` and checks the problem reported: file, line, field, the accepted choices. Most
-go through ``ciclovita.campaigns.validation.validate``; a few run the real command in a
+go through ``ciclovita.authoring.validation.validate``; a few run the real command in a
 subprocess (``CICLOVITA_CAMPAIGNS_DIR``/``CICLOVITA_TEMPLATES_DIR``), as a marketer does.
 Lines are looked up in the edited file, so the tests follow the campaign files as they change.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ciclovita.campaigns.validation import validate
+from ciclovita.authoring.validation import validate
 from ciclovita.errors import Problem
 from ciclovita.lifecycle import RFM_SEGMENTS, STAGES
 

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from ciclovita.campaigns.catalog import load_catalog
-from ciclovita.campaigns.planner import plan_campaign
 from ciclovita.db.models import Consent, Message
 from ciclovita.delivery import outbox
 from ciclovita.links import LinkBuilder, sign
+from ciclovita.planning.planner import plan_campaign
 from ciclovita.runtime import Runtime
 from ciclovita.settings import REPOSITORY_ROOT
 from tests.builders import World

@@ -19,11 +19,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from ciclovita.campaigns.catalog import load_catalog
-from ciclovita.campaigns.planner import plan_campaign
 from ciclovita.db.models import DeliveryEvent, Message, Suppression
+from ciclovita.delivery.event_effects import ingest_events
 from ciclovita.delivery.senders.sendgrid import MESSAGE_ID_ARG
+from ciclovita.planning.planner import plan_campaign
 from ciclovita.settings import REPOSITORY_ROOT
-from ciclovita.web.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, ingest_events
+from ciclovita.vocabulary import SkipReason
+from ciclovita.web.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.builders import World
 from tests.web_support import (  # noqa: F401 - the fixtures signing_key and web
     SigningKey,
@@ -376,7 +378,7 @@ def test_suppressions_from_events_are_honoured_by_the_next_plan(web: WebServer) 
             select(Message.customer_id, Message.skip_reason).where(Message.campaign == "thank_you")
         )
         skipped = {customer_id: reason for customer_id, reason in rows}
-    assert plan.skipped.get("suppressed") == 3
+    assert plan.skipped.get(SkipReason.SUPPRESSED) == 3
     assert {name for name, cid in people.items() if skipped[cid] == "suppressed"} == {
         "bounced",
         "spam",

@@ -9,7 +9,6 @@ Schema for editors comes from these models (``ciclovita schema``).
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -28,17 +27,17 @@ from pydantic import (
 
 from ciclovita.campaigns.durations import Duration, TimeOfDay
 from ciclovita.lifecycle import Stage
+from ciclovita.vocabulary import FALLBACK_LOCALE, ConsentTopic, Locale, MessageKind
 
-Locale = Literal["it", "en"]
-LOCALES: tuple[Locale, ...] = ("it", "en")
+LOCALES: tuple[Locale, ...] = tuple(Locale)
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
+DEFAULT_VARIANT = "default"
+"""The one variant of a campaign without A/B variants."""
 
-# Events a campaign can wait for: the first four come from their own tables; any other
-# name is an engagement event type in the events table.
-TABLE_EVENTS = ("order_placed", "survey_answered", "referral_converted", "signup")
-DATE_ATTRIBUTES = ("birth_date", "first_order", "signup")
+DateAttribute = Literal["birth_date", "first_order", "signup"]
+"""Dates whose anniversary a campaign can celebrate (the planner reads each from its column)."""
 
 
 class _Strict(BaseModel):
@@ -58,7 +57,8 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class EventTrigger(_Strict):
-    """Due ``delay`` after each event of this kind (one message per event)."""
+    """Due ``delay`` after each event of this kind (one message per event): order_placed,
+    survey_answered, referral_converted, signup, or an engagement event type."""
 
     event: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,47}$")]
     delay: Duration = timedelta(0)
@@ -88,7 +88,7 @@ class SegmentTrigger(_Strict):
 class DateTrigger(_Strict):
     """Every year on the anniversary of a date (birthday, first order, signup)."""
 
-    date: Literal["birth_date", "first_order", "signup"]
+    date: DateAttribute
     days_before: Annotated[int, Field(ge=0, le=60)] = 0
     expires_after: PositiveDuration = timedelta(days=2)
 
@@ -152,7 +152,7 @@ class Audience(_Strict):
     where: dict[str, Any] | None = None
     exclude_segments: tuple[Annotated[str, Field(pattern=NAME)], ...] = ()
     exclude: dict[str, Any] | None = None
-    consent: Literal["marketing", "surveys", "newsletter"] | None = Field(
+    consent: ConsentTopic | None = Field(
         None, description="Required consent topic; marketing mail defaults to 'marketing'."
     )
 
@@ -170,7 +170,7 @@ class Content(_Strict):
 
     # locales first: the checks of the fields after it can see them
     locales: tuple[Locale, ...] = LOCALES
-    fallback_locale: Locale = "en"
+    fallback_locale: Locale = FALLBACK_LOCALE
     template: Annotated[str, Field(pattern=NAME)]
     subject: LocalizedText
     preheader: LocalizedText | None = None
@@ -184,7 +184,7 @@ class Content(_Strict):
     def _fallback_is_offered(cls, value: str, info: ValidationInfo) -> str:
         locales = info.data.get("locales", LOCALES)
         if value not in locales:
-            raise ValueError(f"{value!r} is not one of locales {', '.join(locales)}")
+            raise ValueError(f"{str(value)!r} is not one of locales {', '.join(locales)}")
         return value
 
     @field_validator("subject", "preheader")
@@ -260,7 +260,7 @@ class Campaign(_Strict):
     name: Annotated[str, Field(pattern=NAME)] | None = None
     description: str = ""
     enabled: bool = True
-    kind: Literal["marketing", "transactional"] = "marketing"
+    kind: MessageKind = MessageKind.MARKETING
     priority: Annotated[int, Field(ge=0, le=1000)] = 50
     start: date | None = None
     end: date | None = None
@@ -292,19 +292,21 @@ class Campaign(_Strict):
     @field_validator("guards")
     @classmethod
     def _no_holdout_on_transactional(cls, value: Guards, info: ValidationInfo) -> Guards:
-        if info.data.get("kind") == "transactional" and value.holdout:
+        if info.data.get("kind") == MessageKind.TRANSACTIONAL and value.holdout:
             raise ValueError("a transactional message cannot have a holdout")
         return value
 
     @property
-    def required_consent(self) -> str | None:
+    def required_consent(self) -> ConsentTopic | None:
+        """The consent a recipient must have given: the audience's, else marketing for
+        marketing mail (transactional mail needs none)."""
         if self.audience.consent:
             return self.audience.consent
-        return "marketing" if self.kind == "marketing" else None
+        return ConsentTopic.MARKETING if self.kind == MessageKind.MARKETING else None
 
     @property
     def variant_names(self) -> tuple[str, ...]:
-        return tuple(v.name for v in self.variants) or ("default",)
+        return tuple(v.name for v in self.variants) or (DEFAULT_VARIANT,)
 
 
 class FrequencyCap(_Strict):
@@ -320,8 +322,8 @@ class Policy(_Strict):
     frequency_cap: FrequencyCap = FrequencyCap()
     quiet_hours: QuietHours | None = None
     sender: Sender | None = None
-    unsubscribe_topic: Literal["marketing", "surveys", "newsletter"] = Field(
-        "marketing",
+    unsubscribe_topic: ConsentTopic = Field(
+        ConsentTopic.MARKETING,
         description="Consent an unsubscribe link withdraws when the campaign requires none.",
     )
     website: str | None = Field(None, description="The shop's address, for links in emails.")
@@ -332,7 +334,3 @@ def localized(text: LocalizedText, locale: str, fallback: str) -> str:
     if isinstance(text, str):
         return text
     return text.get(locale) or text.get(fallback) or next(iter(text.values()), "")  # type: ignore[call-overload]
-
-
-def is_valid_name(name: str) -> bool:
-    return re.match(NAME, name) is not None

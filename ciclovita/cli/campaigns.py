@@ -24,7 +24,7 @@ def validate_command(
     ] = None,
 ) -> None:
     """Check campaigns, segments, lifecycle and every template they name; exit 1 on problems."""
-    from ciclovita.campaigns.validation import validate
+    from ciclovita.authoring.validation import validate
 
     settings = load_settings()
     problems = validate(
@@ -51,7 +51,7 @@ def preview_command(
     as_of: Annotated[str | None, typer.Option(help="Preview as of this ISO date-time.")] = None,
 ) -> None:
     """Render real emails (HTML, text, headers) into a directory. Sends and records nothing."""
-    from ciclovita.campaigns.preview import preview
+    from ciclovita.authoring.preview import preview
 
     if customer and sample:
         raise typer.BadParameter("use --customer or --sample, not both")

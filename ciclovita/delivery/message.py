@@ -1,41 +1,14 @@
-"""What travels from the outbox to a sender, and what comes back."""
+"""What a sender answers for one message: its ``SendOutcome``.
+
+What travels to a sender is the rendered, addressed ``OutgoingEmail``
+(``ciclovita.rendering.outgoing``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
 
-OutcomeStatus = Literal["sent", "failed", "retry", "ambiguous"]
-
-
-@dataclass(frozen=True)
-class OutgoingEmail:
-    """One rendered message for one recipient.
-
-    ``uid`` is the outbox row's stable id: senders put it where the provider echoes it back
-    (SendGrid: the personalization's ``custom_args``), so every later event names the row.
-    ``prepared`` is the sender's request for it, when built ahead (``Sender.prepare``, in a
-    render worker); the request then holds the content and ``html`` and ``text`` are empty.
-    """
-
-    uid: str
-    campaign: str
-    kind: str
-    to_email: str
-    to_name: str
-    from_email: str
-    from_name: str
-    subject: str
-    html: str
-    text: str
-    reply_to: str | None = None
-    stage: str | None = None
-    variant: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    categories: tuple[str, ...] = ()
-    custom_args: dict[str, str] = field(default_factory=dict)
-    asm_group_id: int | None = None
-    prepared: Any = field(default=None, compare=False, repr=False)
+from ciclovita.vocabulary import SendResult
 
 
 @dataclass(frozen=True)
@@ -55,7 +28,7 @@ class SendOutcome:
     """
 
     uid: str
-    status: OutcomeStatus
+    status: SendResult
     provider_message_id: str | None = None
     error: str | None = None
     retry_after: float | None = None

@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
-from ciclovita.delivery.message import OutgoingEmail
+from ciclovita.rendering.outgoing import OutgoingEmail
 
 
 def _address(email: str, name: str) -> Address:

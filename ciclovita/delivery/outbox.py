@@ -17,7 +17,9 @@ The exactly-once rules, each enforced here:
 * A row is committed as ``sending`` before the provider is called and as ``sent`` (with the
   provider's id) after. A row left in ``sending`` is never sent again: past
   ``SENDING_LEASE`` it becomes ``ambiguous``, and only the provider's events (stored by the
-  webhook) or the sender's own records turn it into ``sent``.
+  webhook) or the sender's own records turn it into ``sent``. Any provider event for a row
+  in doubt (``sending`` or ``ambiguous``) proves the provider has it: ``settle_by_events``
+  is that rule, for the webhook as it stores events and for reconciliation after.
 * Every transition after the claim names the worker: a worker only moves rows it claimed, so
   a worker that lost its claim (lease expired, row taken over) can never send that row, and
   a late answer never overwrites what another writer settled (the webhook's ``sent`` stays).
@@ -34,7 +36,7 @@ The exactly-once rules, each enforced here:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,18 +53,27 @@ from sqlalchemy import (
     update,
 )
 
+from ciclovita.batching import IN_LIST_SIZE, chunks
 from ciclovita.db.models import (
-    Consent,
     Customer,
     CustomerScore,
     DeliveryEvent,
     Message,
-    Suppression,
     table_of,
 )
 from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.recipients import RECIPIENT_COLUMNS, recipient_from_row
+from ciclovita.planning.eligibility import read_eligibility
 from ciclovita.rendering.context import Recipient
+from ciclovita.vocabulary import (
+    IN_DOUBT_STATUSES,
+    ConsentTopic,
+    DeliveryCount,
+    MessageKind,
+    MessageStatus,
+    SendResult,
+    SkipReason,
+)
 
 CLAIM_LEASE = timedelta(minutes=15)
 """A claimed row its worker never started sending may be claimed by another after this."""
@@ -70,33 +81,37 @@ SENDING_LEASE = timedelta(minutes=10)
 """A row still ``sending`` after this is ambiguous (its worker stopped mid-call)."""
 MAX_ATTEMPTS = 8
 """A row whose sending was attempted this many times without success becomes ``failed``."""
-IN_CHUNK = 1_000
-
-IN_DOUBT_STATUSES = ("sending", "ambiguous")
+ERROR_LENGTH = 2000
+"""Characters of an error kept on the row."""
+_STARTED = (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.AMBIGUOUS)
+"""Statuses of a row whose sending was started."""
 
 # The two statements of every pipeline commit, built once: building a statement costs more
 # than running it, and a delivery runs them dozens of times a second.
 _MESSAGES = table_of(Message)
+_IN_DOUBT = or_(*(_MESSAGES.c.status == status for status in sorted(IN_DOUBT_STATUSES)))
 _MINE = and_(
-    _MESSAGES.c.id == bindparam("_id"),
-    _MESSAGES.c.claimed_by == bindparam("_worker"),
-    or_(_MESSAGES.c.status == "sending", _MESSAGES.c.status == "ambiguous"),
+    _MESSAGES.c.id == bindparam("_id"), _MESSAGES.c.claimed_by == bindparam("_worker"), _IN_DOUBT
 )
 _START_SENDING = (
     update(_MESSAGES)
     .where(
         _MESSAGES.c.id.in_(bindparam("_ids", expanding=True)),
-        _MESSAGES.c.status == "claimed",
+        _MESSAGES.c.status == MessageStatus.CLAIMED,
         _MESSAGES.c.claimed_by == bindparam("_worker"),
     )
-    .values(status="sending", sending_at=bindparam("_now"), attempts=_MESSAGES.c.attempts + 1)
+    .values(
+        status=MessageStatus.SENDING,
+        sending_at=bindparam("_now"),
+        attempts=_MESSAGES.c.attempts + 1,
+    )
     .returning(_MESSAGES.c.id)
 )
 _RECORD_SENT = (
     update(_MESSAGES)
     .where(_MINE)
     .values(
-        status="sent",
+        status=MessageStatus.SENT,
         sent_at=bindparam("_sent_at"),
         provider=bindparam("_provider"),
         provider_message_id=bindparam("_pid"),
@@ -116,7 +131,7 @@ class OutboxRow:
     id: int
     uid: str
     campaign: str
-    kind: str
+    kind: MessageKind
     variant: str | None
     locale: str | None
     to_email: str
@@ -125,17 +140,12 @@ class OutboxRow:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # ---------------------------------------------------------------------------------- claiming
 
 
 def due(as_of: datetime, campaigns: Sequence[str] | None = None) -> Any:
     """Planned rows due at ``as_of``."""
-    condition = and_(Message.status == "planned", Message.due_at <= as_of)
+    condition = and_(Message.status == MessageStatus.PLANNED, Message.due_at <= as_of)
     if campaigns:
         condition = and_(condition, Message.campaign.in_(list(campaigns)))
     return condition
@@ -146,7 +156,7 @@ def claimable(
 ) -> Any:
     """Rows a worker may claim: due planned rows, and claims whose worker never started."""
     now = now or wall_clock()
-    stale = and_(Message.status == "claimed", Message.claimed_at < now - CLAIM_LEASE)
+    stale = and_(Message.status == MessageStatus.CLAIMED, Message.claimed_at < now - CLAIM_LEASE)
     if campaigns:
         stale = and_(stale, Message.campaign.in_(list(campaigns)))
     return or_(due(as_of, campaigns), stale)
@@ -168,7 +178,7 @@ def claim(
         .order_by(Message.priority.desc(), Message.due_at, Message.id)
         .limit(limit)
     )
-    values = {"status": "claimed", "claimed_by": worker, "claimed_at": now}
+    values = {"status": MessageStatus.CLAIMED, "claimed_by": worker, "claimed_at": now}
     if connection.dialect.name == "postgresql":
         # a CTE is evaluated once: the locked rows are exactly the rows updated
         locked = chosen.with_for_update(skip_locked=True).cte("chosen")
@@ -187,7 +197,9 @@ def claimed_by(connection: Connection, worker: str) -> list[int]:
     """Rows ``worker`` claimed and has not started sending (to resume after a retry)."""
     return sorted(
         connection.execute(
-            select(Message.id).where(Message.status == "claimed", Message.claimed_by == worker)
+            select(Message.id).where(
+                Message.status == MessageStatus.CLAIMED, Message.claimed_by == worker
+            )
         ).scalars()
     )
 
@@ -198,7 +210,7 @@ def started_by(connection: Connection, worker: str) -> int:
         connection.execute(
             select(func.count()).where(
                 Message.claimed_by == worker,
-                Message.status.in_(("sending", "sent", "ambiguous")),
+                Message.status.in_(_STARTED),
             )
         ).scalar_one()
     )
@@ -218,16 +230,16 @@ def count_due(
     )
 
 
-def count_in_doubt(connection: Connection) -> dict[str, int]:
+def count_in_doubt(connection: Connection) -> dict[MessageStatus, int]:
     """Rows whose fate is not settled: ``sending`` (in flight, or its worker stopped less
     than a lease ago) and ``ambiguous`` (held until the provider's events settle it)."""
-    counts = dict.fromkeys(IN_DOUBT_STATUSES, 0)
+    counts = dict.fromkeys(sorted(IN_DOUBT_STATUSES), 0)
     for status, n in connection.execute(
         select(Message.status, func.count())
         .where(Message.status.in_(IN_DOUBT_STATUSES))
         .group_by(Message.status)
     ):
-        counts[status] = int(n)
+        counts[MessageStatus(status)] = int(n)
     return counts
 
 
@@ -252,7 +264,7 @@ def _outbox_row(row: Any) -> OutboxRow:
         id=row.id,
         uid=row.uid,
         campaign=row.campaign,
-        kind=row.kind,
+        kind=MessageKind(row.kind),
         variant=row.variant,
         locale=row.locale,
         to_email=row.to_email or "",
@@ -271,7 +283,7 @@ def _with_recipients(query: Any) -> Any:
 def load_batch(connection: Connection, ids: Sequence[int]) -> list[tuple[OutboxRow, Recipient]]:
     """Outbox rows with their recipients, in id order."""
     found: list[tuple[OutboxRow, Recipient]] = []
-    for part in _chunks(sorted(ids)):
+    for part in chunks(sorted(ids), IN_LIST_SIZE):
         rows = connection.execute(
             _with_recipients(select(*_ROW_COLUMNS, *RECIPIENT_COLUMNS))
             .where(Message.id.in_(list(part)))
@@ -304,47 +316,25 @@ def load_due(
 def late_skips(
     connection: Connection,
     batch: Sequence[tuple[OutboxRow, Recipient]],
-    consent_topics: dict[str, str | None],
-) -> dict[int, str]:
-    """Rows that must not go out any more (checked again just before sending, since a row can
-    wait hours for its send window): the address was suppressed, or the customer withdrew
-    the campaign's consent. ``consent_topics``: campaign → required consent topic."""
-    skips: dict[int, str] = {}
-    emails = sorted({row.to_email.lower() for row, _ in batch if row.to_email})
-    suppressed: set[str] = set()
-    for part in _chunks(emails):
-        suppressed.update(
-            connection.execute(
-                select(Suppression.email).where(Suppression.email.in_(list(part)))
-            ).scalars()
-        )
-    by_topic: dict[str, list[int]] = {}
+    consent_topics: Mapping[str, ConsentTopic | None],
+) -> dict[int, SkipReason]:
+    """Rows that must not go out any more, by the planner's own rule (``Eligibility``),
+    checked again just before sending since a row can wait hours for its send window: the
+    address was suppressed, or the customer withdrew the campaign's consent.
+    ``consent_topics``: campaign → required consent topic."""
+    by_topic: dict[ConsentTopic, list[int]] = {}
     for row, recipient in batch:
-        if row.to_email.lower() in suppressed:
-            skips[row.id] = "suppressed"
-            continue
         topic = consent_topics.get(row.campaign)
         if topic:
             by_topic.setdefault(topic, []).append(recipient.customer_id)
-    for topic, customers in by_topic.items():
-        granted: set[int] = set()
-        for part in _chunks(sorted(set(customers))):
-            granted.update(
-                connection.execute(
-                    select(Consent.customer_id).where(
-                        Consent.topic == topic,
-                        Consent.granted.is_(True),
-                        Consent.customer_id.in_(list(part)),
-                    )
-                ).scalars()
-            )
-        for row, recipient in batch:
-            if (
-                row.id not in skips
-                and consent_topics.get(row.campaign) == topic
-                and recipient.customer_id not in granted
-            ):
-                skips[row.id] = "no_consent"
+    eligibility = read_eligibility(connection, (row.to_email for row, _ in batch), by_topic)
+    skips: dict[int, SkipReason] = {}
+    for row, recipient in batch:
+        refusal = eligibility.refusal(
+            row.to_email, recipient.customer_id, consent_topics.get(row.campaign)
+        )
+        if refusal is not None:
+            skips[row.id] = refusal
     return skips
 
 
@@ -352,7 +342,7 @@ def provider_events(connection: Connection, ids: Sequence[int]) -> dict[int, str
     """Rows among ``ids`` the provider already reported on (the webhook stored an event):
     id → the provider's message id (None when the event did not carry one)."""
     found: dict[int, tuple[datetime, str | None]] = {}
-    for part in _chunks(sorted(ids)):
+    for part in chunks(sorted(ids), IN_LIST_SIZE):
         for message_id, at, payload in connection.execute(
             select(DeliveryEvent.message_id, DeliveryEvent.occurred_at, DeliveryEvent.payload)
             .where(DeliveryEvent.message_id.in_(list(part)))
@@ -397,7 +387,7 @@ def _settle_claimed(
             update(Message)
             .where(
                 Message.id == message_id,
-                Message.status == "claimed",
+                Message.status == MessageStatus.CLAIMED,
                 Message.claimed_by == worker,
             )
             .values(**values)
@@ -410,16 +400,22 @@ def mark_failed(connection: Connection, errors: dict[int, str], worker: str) -> 
     return _settle_claimed(
         connection,
         worker,
-        {i: {"status": "failed", "error": error[:2000]} for i, error in errors.items()},
+        {
+            i: {"status": MessageStatus.FAILED, "error": error[:ERROR_LENGTH]}
+            for i, error in errors.items()
+        },
     )
 
 
-def mark_skipped(connection: Connection, reasons: dict[int, str], worker: str) -> int:
+def mark_skipped(connection: Connection, reasons: Mapping[int, SkipReason], worker: str) -> int:
     """Rows a late guard holds back (suppressed, consent withdrawn): skipped, with why."""
     return _settle_claimed(
         connection,
         worker,
-        {i: {"status": "skipped", "skip_reason": reason} for i, reason in reasons.items()},
+        {
+            i: {"status": MessageStatus.SKIPPED, "skip_reason": reason}
+            for i, reason in reasons.items()
+        },
     )
 
 
@@ -432,7 +428,7 @@ def mark_sent_by_events(
         worker,
         {
             i: {
-                "status": "sent",
+                "status": MessageStatus.SENT,
                 "sent_at": at,
                 "provider": provider,
                 "provider_message_id": pid,
@@ -450,7 +446,7 @@ def record_outcomes(
     worker: str,
     provider: str,
     sent_at: datetime,
-) -> dict[str, str]:
+) -> dict[str, DeliveryCount]:
     """The commit point after the provider call.
 
     Only rows ``worker`` is sending (or that a lease check declared ambiguous meanwhile)
@@ -461,8 +457,8 @@ def record_outcomes(
     """
     table = _MESSAGES
     mine = _MINE
-    applied: dict[str, str] = {}
-    sent = [o for o in outcomes if o.status == "sent"]
+    applied: dict[str, DeliveryCount] = {}
+    sent = [o for o in outcomes if o.status == SendResult.SENT]
     if sent:
         connection.execute(
             _RECORD_SENT,
@@ -477,26 +473,32 @@ def record_outcomes(
                 for o in sent
             ],
         )
-        applied.update(dict.fromkeys((o.uid for o in sent), "sent"))
+        applied.update(dict.fromkeys((o.uid for o in sent), DeliveryCount.SENT))
     for outcome in outcomes:
         params = {"_id": ids_by_uid[outcome.uid], "_worker": worker}
-        error = (outcome.error or "")[:2000]
-        if outcome.status == "failed":
-            statement = update(table).where(mine).values(status="failed", error=error)
-        elif outcome.status == "ambiguous":
+        error = (outcome.error or "")[:ERROR_LENGTH]
+        if outcome.status == SendResult.FAILED:
+            statement = update(table).where(mine).values(status=MessageStatus.FAILED, error=error)
+        elif outcome.status == SendResult.AMBIGUOUS:
             statement = (
                 update(table)
                 .where(table.c.id == bindparam("_id"))
-                .where(table.c.claimed_by == bindparam("_worker"), table.c.status == "sending")
-                .values(status="ambiguous", error=error)
+                .where(
+                    table.c.claimed_by == bindparam("_worker"),
+                    table.c.status == MessageStatus.SENDING,
+                )
+                .values(status=MessageStatus.AMBIGUOUS, error=error)
             )
-        elif outcome.status == "retry":
+        elif outcome.status == SendResult.RETRY:
             gave_up = table.c.attempts >= MAX_ATTEMPTS
             statement = (
                 update(table)
                 .where(mine)
                 .values(
-                    status=case((gave_up, literal("failed")), else_=literal("planned")),
+                    status=case(
+                        (gave_up, literal(MessageStatus.FAILED.value)),
+                        else_=literal(MessageStatus.PLANNED.value),
+                    ),
                     error=case(
                         (gave_up, literal(f"gave up after {MAX_ATTEMPTS} attempts: {error}")),
                         else_=literal(error),
@@ -510,22 +512,25 @@ def record_outcomes(
             continue
         result = connection.execute(statement.returning(table.c.status), params).first()
         if result is not None:
-            applied[outcome.uid] = "retried" if result[0] == "planned" else str(result[0])
+            status = MessageStatus(result[0])
+            applied[outcome.uid] = (
+                DeliveryCount.RETRIED if status == MessageStatus.PLANNED else DeliveryCount(status)
+            )
     return applied
 
 
 def release(connection: Connection, ids: Sequence[int], worker: str) -> int:
     """Give back claimed rows that were not attempted (send cap, shutdown, error)."""
     released = 0
-    for part in _chunks(sorted(ids)):
+    for part in chunks(sorted(ids), IN_LIST_SIZE):
         released += connection.execute(
             update(Message)
             .where(
                 Message.id.in_(list(part)),
-                Message.status == "claimed",
+                Message.status == MessageStatus.CLAIMED,
                 Message.claimed_by == worker,
             )
-            .values(status="planned", claimed_by=None, claimed_at=None)
+            .values(status=MessageStatus.PLANNED, claimed_by=None, claimed_at=None)
         ).rowcount
     return released
 
@@ -538,8 +543,11 @@ def mark_stale_sending_ambiguous(connection: Connection, now: datetime | None = 
     now = now or wall_clock()
     return connection.execute(
         update(Message)
-        .where(Message.status == "sending", Message.sending_at < now - SENDING_LEASE)
-        .values(status="ambiguous", error="worker stopped between the provider call and its record")
+        .where(Message.status == MessageStatus.SENDING, Message.sending_at < now - SENDING_LEASE)
+        .values(
+            status=MessageStatus.AMBIGUOUS,
+            error="worker stopped between the provider call and its record",
+        )
     ).rowcount
 
 
@@ -547,42 +555,54 @@ def ambiguous_uids(connection: Connection) -> dict[str, int]:
     return {
         uid: message_id
         for uid, message_id in connection.execute(
-            select(Message.uid, Message.id).where(Message.status == "ambiguous")
+            select(Message.uid, Message.id).where(Message.status == MessageStatus.AMBIGUOUS)
         )
     }
 
 
-def resolve_from_events(connection: Connection, provider: str) -> int:
-    """Ambiguous rows the provider reported on (events stored by the webhook) were sent."""
-    ids = list(
-        connection.execute(
-            select(Message.id)
-            .where(Message.status == "ambiguous")
-            .where(select(DeliveryEvent.id).where(DeliveryEvent.message_id == Message.id).exists())
-        ).scalars()
-    )
-    if not ids:
+def settle_by_events(
+    connection: Connection, provider_ids: Mapping[int, str | None], provider: str
+) -> int:
+    """The provider reported on these messages (the webhook stored an event for each), so
+    it has them: those still in doubt (``sending`` or ``ambiguous``) become ``sent``, at the
+    time of their earliest event. ``provider_ids``: message id → the provider's message id
+    (kept when the row already has one). Returns how many rows changed."""
+    if not provider_ids:
         return 0
-    found = provider_events(connection, ids)
+    messages = _MESSAGES
     earliest = (
         select(func.min(DeliveryEvent.occurred_at))
-        .where(DeliveryEvent.message_id == Message.id)
+        .where(DeliveryEvent.message_id == messages.c.id)
         .scalar_subquery()
     )
-    resolved = 0
-    for message_id, pid in found.items():
-        resolved += connection.execute(
-            update(Message)
-            .where(Message.id == message_id, Message.status == "ambiguous")
-            .values(
-                status="sent",
-                sent_at=func.coalesce(earliest, Message.sending_at),
-                provider=func.coalesce(Message.provider, provider),
-                provider_message_id=func.coalesce(Message.provider_message_id, pid),
-                error=None,
-            )
-        ).rowcount
-    return resolved
+    statement = (
+        update(messages)
+        .where(messages.c.id == bindparam("_id"), _IN_DOUBT)
+        .values(
+            status=MessageStatus.SENT,
+            sent_at=func.coalesce(earliest, messages.c.sending_at),
+            provider=func.coalesce(messages.c.provider, provider),
+            provider_message_id=func.coalesce(
+                messages.c.provider_message_id,
+                bindparam("_pid", type_=messages.c.provider_message_id.type),
+            ),
+            error=None,
+        )
+    )
+    params = [{"_id": i, "_pid": pid} for i, pid in sorted(provider_ids.items())]
+    return max(connection.execute(statement, params).rowcount, 0)
+
+
+def resolve_from_events(connection: Connection, provider: str) -> int:
+    """Rows in doubt that the provider reported on (events the webhook stored before the
+    row was in doubt, or that it could not apply) were sent (``settle_by_events``)."""
+    reported = select(DeliveryEvent.id).where(DeliveryEvent.message_id == Message.id).exists()
+    ids = list(
+        connection.execute(
+            select(Message.id).where(Message.status.in_(IN_DOUBT_STATUSES), reported)
+        ).scalars()
+    )
+    return settle_by_events(connection, provider_events(connection, ids), provider)
 
 
 def resolve_ambiguous(
@@ -597,9 +617,9 @@ def resolve_ambiguous(
     for uid, provider_id in found.items():
         resolved += connection.execute(
             update(Message)
-            .where(Message.id == ids_by_uid[uid], Message.status == "ambiguous")
+            .where(Message.id == ids_by_uid[uid], Message.status == MessageStatus.AMBIGUOUS)
             .values(
-                status="sent",
+                status=MessageStatus.SENT,
                 provider=provider,
                 provider_message_id=provider_id,
                 sent_at=func.coalesce(Message.sending_at, now),
@@ -616,12 +636,14 @@ def release_ambiguous(connection: Connection, uids: Sequence[str], as_of: dateti
     released."""
     reported = select(DeliveryEvent.id).where(DeliveryEvent.message_id == Message.id).exists()
     released: list[str] = []
-    for part in _chunks(sorted(set(uids))):
+    for part in chunks(sorted(set(uids)), IN_LIST_SIZE):
         released += connection.execute(
             update(Message)
-            .where(Message.uid.in_(list(part)), Message.status == "ambiguous", ~reported)
+            .where(
+                Message.uid.in_(list(part)), Message.status == MessageStatus.AMBIGUOUS, ~reported
+            )
             .values(
-                status="planned",
+                status=MessageStatus.PLANNED,
                 due_at=as_of,
                 claimed_by=None,
                 claimed_at=None,

@@ -21,6 +21,7 @@ from ciclovita.campaigns.spec import (
     StageTrigger,
 )
 from ciclovita.links import LinkBuilder
+from ciclovita.vocabulary import BuiltInEvent
 
 ALWAYS = frozenset(
     {
@@ -74,9 +75,9 @@ def context_variables(campaign: Campaign) -> frozenset[str]:
     """Top-level names available to this campaign's templates."""
     names = set(ALWAYS)
     trigger = campaign.trigger
-    if isinstance(trigger, EventTrigger) and trigger.event == "order_placed":
+    if isinstance(trigger, EventTrigger) and trigger.event == BuiltInEvent.ORDER_PLACED:
         names.add("order")
-    if isinstance(trigger, EventTrigger) and trigger.event not in ("order_placed",):
+    if isinstance(trigger, EventTrigger) and trigger.event != BuiltInEvent.ORDER_PLACED:
         names.add("event")
     if isinstance(trigger, StageTrigger):
         names.add("stage")

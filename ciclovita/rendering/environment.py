@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
@@ -48,8 +47,3 @@ def text_environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
     env.filters.update(_filters())
     return env
-
-
-@lru_cache(maxsize=8)
-def cached_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
-    return make_environment(templates_dir)

@@ -12,7 +12,7 @@
 and saves the person's choice on ``POST``. Pages speak the customer's language (it or en).
 
 Both write ``consents`` (one row per customer and topic, with source and time), which the
-planner honours (``ciclovita.campaigns.planner._consented``). A forged, altered or
+planner and the late guard honour (``ciclovita.planning.eligibility``). A forged, altered or
 wrong-purpose token changes nothing and answers 403 with a page saying so; a valid token for a
 customer that no longer exists answers 404.
 """

@@ -30,7 +30,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
 
-from ciclovita.delivery.message import OutgoingEmail, SendOutcome
+from ciclovita.delivery.message import SendOutcome
+from ciclovita.rendering.outgoing import OutgoingEmail
+from ciclovita.vocabulary import SendResult
 from ciclovita_testing.exactly_once import ExactlyOnceChecks
 
 Failure = Literal["retry", "failed", "ambiguous"]
@@ -88,7 +90,7 @@ class RecordingSender(ExactlyOnceChecks):
             raise ValueError("only an ambiguous outcome can hide an accepted message")
         outcome = SendOutcome(
             uid,
-            how,
+            SendResult(how),
             error=error or f"{how} (scripted)",
             retry_after=retry_after if how == "retry" else None,
         )
@@ -115,10 +117,10 @@ class RecordingSender(ExactlyOnceChecks):
 
     def _answer(self, uid: str, provider_id: str) -> tuple[SendOutcome, bool]:
         if self._refusal is not None:
-            return SendOutcome(uid, "retry", error=self._refusal, stop_sending=True), False
+            return SendOutcome(uid, SendResult.RETRY, error=self._refusal, stop_sending=True), False
         script = self._scripts.get(uid)
         if script is None:
-            return SendOutcome(uid, "sent", provider_message_id=provider_id), True
+            return SendOutcome(uid, SendResult.SENT, provider_message_id=provider_id), True
         if script.times is not None:
             script.times -= 1
             if script.times == 0:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
-from ciclovita.delivery.message import OutgoingEmail, SendOutcome
+from ciclovita.delivery.message import SendOutcome
+from ciclovita.rendering.outgoing import OutgoingEmail
 from ciclovita.settings import Settings
 
 

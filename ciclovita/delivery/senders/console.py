@@ -6,8 +6,10 @@ import sys
 import threading
 from typing import TextIO
 
-from ciclovita.delivery.message import OutgoingEmail, SendOutcome
+from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.senders.base import InlineSender, register_sender
+from ciclovita.rendering.outgoing import OutgoingEmail
+from ciclovita.vocabulary import SendResult
 
 
 class ConsoleSender(InlineSender):
@@ -26,7 +28,7 @@ class ConsoleSender(InlineSender):
                 f"Subject: {email.subject}\n\n{email.text.strip()}\n\n"
             )
             self.stream.flush()
-        return SendOutcome(email.uid, "sent", provider_message_id=f"console:{email.uid}")
+        return SendOutcome(email.uid, SendResult.SENT, provider_message_id=f"console:{email.uid}")
 
 
 register_sender("console", lambda settings: ConsoleSender())

@@ -12,9 +12,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ciclovita.delivery.message import OutgoingEmail, SendOutcome
+from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.mime import mime_bytes
 from ciclovita.delivery.senders.base import InlineSender, register_sender
+from ciclovita.rendering.outgoing import OutgoingEmail
+from ciclovita.vocabulary import SendResult
 
 RETRY_AFTER_SECONDS = 60.0
 
@@ -40,11 +42,11 @@ class FileSender(InlineSender):
         except OSError as exc:
             return SendOutcome(
                 email.uid,
-                "retry",
+                SendResult.RETRY,
                 error=f"cannot write {target}: {exc}",
                 retry_after=RETRY_AFTER_SECONDS,
             )
-        return SendOutcome(email.uid, "sent", provider_message_id=f"file:{target.name}")
+        return SendOutcome(email.uid, SendResult.SENT, provider_message_id=f"file:{target.name}")
 
     def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
         wanted = set(uids)

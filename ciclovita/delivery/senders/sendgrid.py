@@ -13,7 +13,8 @@ What a request's fate means for the message (errors are typed, ``ciclovita.error
 * 429 → ``RateLimitedError``: every thread of the sender pauses until ``X-RateLimit-Reset``,
   then the request is tried again;
 * 5xx, and network errors before the request was fully written (refused, DNS, connect
-  timeout) → ``TransientDeliveryError``: retried with jittered exponential backoff;
+  timeout) → ``TransientDeliveryError``: retried with jittered exponential backoff
+  (tenacity);
 * other 4xx → ``PermanentDeliveryError``: ``failed`` with SendGrid's error text, never
   retried; 401 also stops the run (the API key is refused: every message would fail alike,
   so none is marked failed and the rest stay due);
@@ -57,8 +58,14 @@ from sendgrid.helpers.mail import (
     SandBoxMode,
     To,
 )
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
 
-from ciclovita.delivery.message import OutgoingEmail, SendOutcome
+from ciclovita.delivery.message import SendOutcome
 from ciclovita.delivery.senders.base import register_sender
 from ciclovita.errors import (
     DeliveryError,
@@ -66,7 +73,9 @@ from ciclovita.errors import (
     RateLimitedError,
     TransientDeliveryError,
 )
+from ciclovita.rendering.outgoing import OutgoingEmail
 from ciclovita.settings import Settings
+from ciclovita.vocabulary import SendResult
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +238,12 @@ def classify(exc: BaseException, policy: RetryPolicy | None = None) -> DeliveryE
     return AmbiguousDelivery(f"unexpected error after sending: {exc!r}")
 
 
+def _rate_limited(state: RetryCallState) -> bool:
+    """Whether the attempt that just ended was answered 429."""
+    outcome = state.outcome
+    return outcome is not None and isinstance(outcome.exception(), RateLimitedError)
+
+
 def make_client(api_key: str, host: str, timeout: float) -> SendGridAPIClient:
     """The official client as every ciclovita sender (and the benchmark's ceiling) uses it."""
     client = SendGridAPIClient(api_key=api_key, host=host)
@@ -299,52 +314,86 @@ class SendGridSender:
         try:
             body = email.prepared or request_body(email, sandbox=self.sandbox)
         except PermanentDeliveryError as exc:
-            return SendOutcome(email.uid, "failed", error=f"not sent: {exc.detail}")
+            return SendOutcome(email.uid, SendResult.FAILED, error=f"not sent: {exc.detail}")
         deadline = time.monotonic() + policy.deadline
-        attempt = 0
-        while True:
-            if self._refused is not None:
-                return SendOutcome(
-                    email.uid,
-                    "retry",
-                    error=self._refused,
-                    retry_after=policy.retry_after,
-                    stop_sending=True,
-                )
-            still_paused = self._wait_for_rate_limit(deadline)
-            if still_paused:
-                return SendOutcome(
-                    email.uid,
-                    "retry",
-                    error="rate limited by SendGrid past this message's time",
-                    retry_after=still_paused,
-                )
-            attempt += 1
-            try:
-                response = self.client.send(body)
-            except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
-                error = classify(exc, policy)
-            else:
-                provider_id = response.headers.get("X-Message-Id") if response.headers else None
-                return SendOutcome(email.uid, "sent", provider_message_id=provider_id or None)
-            if isinstance(error, AmbiguousDelivery):
-                log.warning("message %s: %s", email.uid, error.detail)
-                return SendOutcome(email.uid, "ambiguous", error=error.detail)
-            if isinstance(error, PermanentDeliveryError):
-                if error.status == 401:
-                    self._refused = f"SendGrid refused the API key: {error}"
-                    log.error("%s; stopping", self._refused)
-                    continue  # answered by the refusal above: retry later, stop the run
-                return SendOutcome(email.uid, "failed", error=str(error))
-            assert isinstance(error, TransientDeliveryError)
-            if isinstance(error, RateLimitedError):
-                self._pause(error.retry_after or policy.min_rate_limit_wait)
-                continue
-            delay = random.uniform(0, min(policy.max_backoff, policy.base_backoff * 2**attempt))
-            if attempt < policy.max_attempts and time.monotonic() + delay < deadline:
-                time.sleep(delay)
-                continue
-            return SendOutcome(email.uid, "retry", error=str(error), retry_after=policy.retry_after)
+        try:
+            outcome: SendOutcome = self._retrying()(self._attempt, email, body, deadline)
+        except TransientDeliveryError as error:  # retries or time ran out
+            return SendOutcome(
+                email.uid, SendResult.RETRY, error=str(error), retry_after=policy.retry_after
+            )
+        return outcome
+
+    def _retrying(self) -> Retrying:
+        """Transient failures are tried again: a 429 at once (every thread first waits out
+        the shared pause, ``_wait_for_rate_limit``), any other with jittered exponential
+        backoff while attempts and the message's time last."""
+        policy = self.policy
+        backoff = wait_random_exponential(
+            multiplier=2 * policy.base_backoff, max=policy.max_backoff
+        )
+
+        def wait(state: RetryCallState) -> float:
+            return 0.0 if _rate_limited(state) else backoff(state)
+
+        def stop(state: RetryCallState) -> bool:
+            if _rate_limited(state):
+                return False  # bounded by the deadline, in _wait_for_rate_limit
+            out_of_time = (state.seconds_since_start or 0.0) + (state.upcoming_sleep or 0.0)
+            return state.attempt_number >= policy.max_attempts or out_of_time >= policy.deadline
+
+        return Retrying(
+            retry=retry_if_exception_type(TransientDeliveryError),
+            wait=wait,
+            stop=stop,
+            reraise=True,
+        )
+
+    def _attempt(self, email: OutgoingEmail, body: Any, deadline: float) -> SendOutcome:
+        """One request (after the shared rate-limit pause); raises TransientDeliveryError
+        when it is worth trying again."""
+        policy = self.policy
+        if self._refused is not None:
+            return self._refusal(email)
+        still_paused = self._wait_for_rate_limit(deadline)
+        if still_paused:
+            return SendOutcome(
+                email.uid,
+                SendResult.RETRY,
+                error="rate limited by SendGrid past this message's time",
+                retry_after=still_paused,
+            )
+        try:
+            response = self.client.send(body)
+        except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
+            error = classify(exc, policy)
+        else:
+            provider_id = response.headers.get("X-Message-Id") if response.headers else None
+            return SendOutcome(email.uid, SendResult.SENT, provider_message_id=provider_id or None)
+        if isinstance(error, AmbiguousDelivery):
+            log.warning("message %s: %s", email.uid, error.detail)
+            return SendOutcome(email.uid, SendResult.AMBIGUOUS, error=error.detail)
+        if isinstance(error, PermanentDeliveryError):
+            if error.status == 401:
+                self._refused = f"SendGrid refused the API key: {error}"
+                log.error("%s; stopping", self._refused)
+                return self._refusal(email)
+            return SendOutcome(email.uid, SendResult.FAILED, error=str(error))
+        if isinstance(error, RateLimitedError):
+            self._pause(error.retry_after or policy.min_rate_limit_wait)
+        raise error
+
+    def _refusal(self, email: OutgoingEmail) -> SendOutcome:
+        """SendGrid refused our API key: not this message's fault, so it is due again later,
+        and the run stops (every other message would be refused alike)."""
+        assert self._refused is not None
+        return SendOutcome(
+            email.uid,
+            SendResult.RETRY,
+            error=self._refused,
+            retry_after=self.policy.retry_after,
+            stop_sending=True,
+        )
 
     def reconcile(self, uids: Sequence[str]) -> dict[str, str]:
         return {}  # SendGrid cannot be asked by our id: its webhook events reconcile
@@ -363,4 +412,4 @@ def _factory(settings: Settings) -> SendGridSender:
     )
 
 
-register_sender("sendgrid", _factory)
+register_sender(SendGridSender.name, _factory)

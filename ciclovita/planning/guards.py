@@ -14,7 +14,8 @@ from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ciclovita.campaigns.spec import WEEKDAYS, QuietHours, Variant, Window
+from ciclovita.campaigns.spec import DEFAULT_VARIANT, WEEKDAYS, QuietHours, Variant, Window
+from ciclovita.vocabulary import DEFAULT_TIMEZONE
 
 
 def unit_hash(*parts: object) -> float:
@@ -30,7 +31,7 @@ def in_holdout(campaign: str, customer_id: int, share: float) -> bool:
 def pick_variant(campaign: str, customer_id: int, variants: Sequence[Variant]) -> str:
     """The customer's variant, with probability proportional to its weight."""
     if not variants:
-        return "default"
+        return DEFAULT_VARIANT
     total = sum(v.weight for v in variants)
     point = unit_hash("variant", campaign, customer_id) * total
     for variant in variants:
@@ -41,7 +42,8 @@ def pick_variant(campaign: str, customer_id: int, variants: Sequence[Variant]) -
 
 
 @lru_cache(maxsize=512)
-def zone(name: str | None, fallback: str = "Europe/Rome") -> ZoneInfo:
+def zone(name: str | None, fallback: str = DEFAULT_TIMEZONE) -> ZoneInfo:
+    """The time zone ``name`` (a customer's), or ``fallback`` when it is missing or unknown."""
     try:
         return ZoneInfo(name or fallback)
     except (ZoneInfoNotFoundError, ValueError):

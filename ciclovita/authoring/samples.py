@@ -13,18 +13,26 @@ from types import SimpleNamespace
 from typing import Any
 
 from ciclovita.campaigns.catalog import LoadedCampaign
-from ciclovita.campaigns.planner import last_slot, offer_details, trigger_query
 from ciclovita.campaigns.spec import ScheduleTrigger
+from ciclovita.planning.offers import offer_details
+from ciclovita.planning.triggers import last_slot, trigger_query
 from ciclovita.rendering.context import Recipient
+from ciclovita.vocabulary import DEFAULT_TIMEZONE, FALLBACK_LOCALE, Locale
 
-SAMPLE_PEOPLE = {
-    "it": [("Giulia", "Rossi", "Europe/Rome", "IT"), ("Marco", "Bianchi", "Europe/Rome", "IT")],
-    "en": [("Emma", "Clarke", "Europe/London", "GB"), ("Liam", "Walsh", "Europe/Dublin", "IE")],
+SAMPLE_PEOPLE: dict[str, list[tuple[str, str, str, str]]] = {
+    Locale.IT: [
+        ("Giulia", "Rossi", DEFAULT_TIMEZONE, "IT"),
+        ("Marco", "Bianchi", DEFAULT_TIMEZONE, "IT"),
+    ],
+    Locale.EN: [
+        ("Emma", "Clarke", "Europe/London", "GB"),
+        ("Liam", "Walsh", "Europe/Dublin", "IE"),
+    ],
 }
 
 
 def sample_recipient(locale: str, index: int = 0) -> Recipient:
-    people = SAMPLE_PEOPLE.get(locale, SAMPLE_PEOPLE["en"])
+    people = SAMPLE_PEOPLE.get(locale, SAMPLE_PEOPLE[FALLBACK_LOCALE])
     first, last, timezone, country = people[index % len(people)]
     return Recipient(
         customer_id=900_000 + index,
@@ -71,16 +79,16 @@ def sample_details(
     campaign: LoadedCampaign,
     locale: str,
     as_of: datetime,
-    timezone: str = "Europe/Rome",
+    timezone: str = DEFAULT_TIMEZONE,
     row: SimpleNamespace | None = None,
 ) -> dict[str, Any]:
     """The details the planner would store for this campaign's message (JSON round-tripped)."""
     row = row or sample_row(sample_recipient(locale), as_of)
-    found = trigger_query(campaign, as_of, timezone)
     trigger = campaign.spec.trigger
+    found = trigger_query(trigger, as_of, timezone)
     if found is None and isinstance(trigger, ScheduleTrigger):  # between two editions
         slot = last_slot(trigger.schedule, as_of, timezone) or as_of
-        found = trigger_query(campaign, slot, timezone)
+        found = trigger_query(trigger, slot, timezone)
     details: dict[str, Any] = found.details(row) if found else {}  # type: ignore[arg-type]
     if campaign.spec.offer is not None:
         key, offer = offer_details(campaign, locale, as_of, f"{campaign.spec.offer.prefix}-PREVIEW")

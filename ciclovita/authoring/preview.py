@@ -14,18 +14,20 @@ from types import SimpleNamespace
 
 from sqlalchemy import Connection, Engine, exists, select
 
+from ciclovita.authoring.samples import sample_details, sample_recipient, sample_row
 from ciclovita.campaigns.catalog import LoadedCampaign
-from ciclovita.campaigns.guards import pick_variant
-from ciclovita.campaigns.planner import audience_clause, message_uid
-from ciclovita.campaigns.samples import sample_details, sample_recipient, sample_row
 from ciclovita.campaigns.spec import EventTrigger
 from ciclovita.db.models import Customer, CustomerScore, Order
-from ciclovita.delivery.dispatch import MessageBuilder
 from ciclovita.delivery.mime import mime_bytes
+from ciclovita.delivery.outbox import OutboxRow
 from ciclovita.delivery.recipients import load_recipients
 from ciclovita.errors import InputError, Problem
+from ciclovita.planning.guards import pick_variant
+from ciclovita.planning.planner import audience_clause, message_uid
+from ciclovita.rendering.builder import MessageBuilder
 from ciclovita.rendering.context import Recipient
 from ciclovita.segments.conditions import ConsentGiven, compile_condition
+from ciclovita.vocabulary import BuiltInEvent, OrderStatus
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ def _find_customers(connection: Connection, ids: list[str]) -> list[int]:
     return found
 
 
+def _order_triggered(campaign: LoadedCampaign) -> bool:
+    trigger = campaign.spec.trigger
+    return isinstance(trigger, EventTrigger) and trigger.event == BuiltInEvent.ORDER_PLACED
+
+
 def _sample_customers(
     connection: Connection, campaign: LoadedCampaign, n: int, as_of: datetime
 ) -> list[int]:
@@ -63,12 +70,11 @@ def _sample_customers(
     conditions = [Customer.email.is_not(None), audience_clause(campaign, as_of)]
     if spec.required_consent:
         conditions.append(compile_condition(ConsentGiven(spec.required_consent), as_of))
-    trigger = spec.trigger
-    if isinstance(trigger, EventTrigger) and trigger.event == "order_placed":
+    if _order_triggered(campaign):
         conditions.append(
             exists(
                 select(Order.id).where(
-                    Order.customer_id == Customer.id, Order.status == "completed"
+                    Order.customer_id == Customer.id, Order.status == OrderStatus.COMPLETED
                 )
             )
         )
@@ -87,11 +93,12 @@ def _trigger_row(
 ) -> SimpleNamespace:
     """A planner-shaped row; for order triggers, the customer's own latest order."""
     row = sample_row(recipient, as_of)
-    trigger = campaign.spec.trigger
-    if isinstance(trigger, EventTrigger) and trigger.event == "order_placed":
+    if _order_triggered(campaign):
         order = connection.execute(
             select(Order.external_id, Order.amount_cents, Order.currency, Order.placed_at)
-            .where(Order.customer_id == recipient.customer_id, Order.status == "completed")
+            .where(
+                Order.customer_id == recipient.customer_id, Order.status == OrderStatus.COMPLETED
+            )
             .order_by(Order.placed_at.desc())
             .limit(1)
         ).first()
@@ -148,13 +155,16 @@ def preview(
             variants = list(spec.variant_names)  # an explicit customer: show every variant
         for variant in variants:
             uid = message_uid(campaign.name, recipient.customer_id, f"preview:{variant}")
-            outbox_row = SimpleNamespace(
+            outbox_row = OutboxRow(
+                id=0,
                 uid=uid,
                 campaign=campaign.name,
+                kind=spec.kind,
                 variant=variant,
                 locale=chosen,
                 to_email=recipient.email or "no-email@example.invalid",
                 stage=recipient.stage,
+                attempts=0,
                 details=sample_details(campaign, chosen, as_of, timezone, row=trigger_row),
             )
             email = builder.build(outbox_row, recipient)

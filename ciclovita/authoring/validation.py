@@ -19,14 +19,15 @@ from pathlib import Path
 
 from jinja2 import Environment, TemplateError, TemplateNotFound, TemplateSyntaxError, meta, nodes
 
+from ciclovita.authoring.samples import sample_details, sample_recipient
 from ciclovita.campaigns.catalog import RESERVED, LoadedCampaign, collect_catalog
-from ciclovita.campaigns.samples import sample_details, sample_recipient
 from ciclovita.campaigns.spec import localized
 from ciclovita.errors import Problem, RenderError
 from ciclovita.links import LinkBuilder
 from ciclovita.rendering.context import Brand, build_context, context_variables
 from ciclovita.rendering.environment import make_environment, text_environment
 from ciclovita.rendering.render import Renderer, template_files
+from ciclovita.vocabulary import ConsentTopic
 
 JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
 SAMPLE_AS_OF = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -196,7 +197,7 @@ def check_campaign(
                     problems.append(
                         Problem(
                             source,
-                            f"missing template {checker.path(name)} for locale {locale!r}",
+                            f"missing template {checker.path(name)} for locale {str(locale)!r}",
                             line=line,
                             column=field,
                             value=template,
@@ -244,7 +245,7 @@ def check_campaign(
                 details=sample_details(campaign, locale, SAMPLE_AS_OF),
                 links=links,
                 brand=brand,
-                unsubscribe_topic=spec.required_consent or "marketing",
+                unsubscribe_topic=spec.required_consent or ConsentTopic.MARKETING,
             )
             try:
                 renderer.render(campaign.name, spec, variant, locale, context)
@@ -264,7 +265,8 @@ def check_campaign(
                 problems.append(
                     Problem(
                         file or source,
-                        f"does not render for locale {locale!r}, variant {variant!r}: {detail}",
+                        f"does not render for locale {str(locale)!r}, "
+                        f"variant {variant!r}: {detail}",
                         line=line,
                         column=field,
                     )

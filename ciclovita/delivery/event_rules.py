@@ -1,6 +1,6 @@
 """What each SendGrid event means for the outbox: delivery status ranks and suppressions.
 
-One table of facts, read by the webhook ingestion (``ciclovita.web.webhook``):
+One table of facts, read when events are applied (``ciclovita.delivery.event_effects``):
 
 ==================  =========================  ========================================
 event               ``messages.delivery_status``  suppression (``suppressions.reason``)
@@ -35,7 +35,7 @@ about the address.
 ³ ``reason`` "Bounced Address", "Spam Reporting Address" or "Unsubscribed Address".
 
 Any provider event for a message proves SendGrid accepted it: a message left ``ambiguous``
-(or still ``sending``) by a lost answer becomes ``sent`` (``reconciles_send``).
+(or still ``sending``) by a lost answer becomes ``sent`` (``outbox.settle_by_events``).
 """
 
 from __future__ import annotations
@@ -45,50 +45,53 @@ from typing import Any, Final
 
 from sqlalchemy import case, literal
 
-STATUS_RANK: Final[Mapping[str, int]] = {
-    "processed": 10,
-    "deferred": 20,
-    "delivered": 30,
-    "open": 40,
-    "click": 50,
-    "bounce": 60,
-    "dropped": 60,
+from ciclovita.vocabulary import DeliveryStatus, ProviderEvent, SuppressionReason
+
+STATUS_RANK: Final[Mapping[DeliveryStatus, int]] = {
+    DeliveryStatus.PROCESSED: 10,
+    DeliveryStatus.DEFERRED: 20,
+    DeliveryStatus.DELIVERED: 30,
+    DeliveryStatus.OPEN: 40,
+    DeliveryStatus.CLICK: 50,
+    DeliveryStatus.BOUNCE: 60,
+    DeliveryStatus.DROPPED: 60,
 }
 """Rank of each delivery status: higher ranks replace lower ones, never the reverse."""
 
-GROUP_EVENTS: Final = frozenset({"group_unsubscribe", "group_resubscribe"})
-DROP_REASONS_SUPPRESSED: Final[Mapping[str, str]] = {
-    "bounced address": "bounce",
-    "spam reporting address": "spamreport",
-    "unsubscribed address": "unsubscribe",
+GROUP_EVENTS: Final = frozenset({ProviderEvent.GROUP_UNSUBSCRIBE, ProviderEvent.GROUP_RESUBSCRIBE})
+DROP_REASONS_SUPPRESSED: Final[Mapping[str, SuppressionReason]] = {
+    "bounced address": SuppressionReason.BOUNCE,
+    "spam reporting address": SuppressionReason.SPAM_REPORT,
+    "unsubscribed address": SuppressionReason.UNSUBSCRIBE,
 }
 """SendGrid drop reasons that mean "already on SendGrid's suppression list", and ours."""
+_SUPPRESSING: Final[Mapping[str, SuppressionReason]] = {
+    ProviderEvent.SPAM_REPORT: SuppressionReason.SPAM_REPORT,
+    ProviderEvent.UNSUBSCRIBE: SuppressionReason.UNSUBSCRIBE,
+}
+"""Events that suppress the address whatever they carry."""
 
-RECONCILABLE_STATUSES: Final = ("ambiguous", "sending")
-"""Outbox states that a provider event turns into ``sent``."""
 
-
-def delivery_status(event: Mapping[str, Any]) -> str | None:
+def delivery_status(event: Mapping[str, Any]) -> DeliveryStatus | None:
     """The delivery status an event stands for (None: it does not change the status)."""
     name = event.get("event")
     if name not in STATUS_RANK:
         return None
-    if name == "open" and event.get("sg_machine_open") is True:
+    if name == ProviderEvent.OPEN and event.get("sg_machine_open") is True:
         return None
-    return str(name)
+    return DeliveryStatus(str(name))
 
 
-def suppression_reason(event: Mapping[str, Any]) -> str | None:
+def suppression_reason(event: Mapping[str, Any]) -> SuppressionReason | None:
     """The suppression an event adds (None: none). Group (un)subscribes are decided apart,
     by the latest of them per address (``GROUP_EVENTS``)."""
     name = event.get("event")
-    if name == "bounce":
-        return None if str(event.get("type", "")).lower() == "blocked" else "bounce"
-    if name in ("spamreport", "unsubscribe"):
-        return str(name)
-    if name == "dropped":
+    if name == ProviderEvent.BOUNCE:
+        blocked = str(event.get("type", "")).lower() == "blocked"
+        return None if blocked else SuppressionReason.BOUNCE
+    if name == ProviderEvent.DROPPED:
         return DROP_REASONS_SUPPRESSED.get(str(event.get("reason", "")).strip().lower())
-    return None
+    return _SUPPRESSING.get(name) if isinstance(name, str) else None
 
 
 def rank_of(column: Any) -> Any:
