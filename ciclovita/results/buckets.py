@@ -24,6 +24,7 @@ bootstrap (see :mod:`ciclovita.results.lift`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -35,6 +36,8 @@ import pandas as pd
 __all__ = ["DEFAULT_BUCKETS", "SUM_COLUMNS", "ArmBuckets", "Group"]
 
 IntArray = npt.NDArray[np.int64]
+WholeNumbers = npt.ArrayLike | Sequence[Any]
+"""Whole numbers in any form a query returns: numpy arrays, lists of ints or Decimals."""
 FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_BUCKETS = 256
@@ -112,13 +115,13 @@ class ArmBuckets:
     def from_sums(
         cls,
         *,
-        n: npt.ArrayLike,
-        conversions: npt.ArrayLike,
-        revenue: npt.ArrayLike,
-        revenue_sq: npt.ArrayLike,
-        pre: npt.ArrayLike | None = None,
-        pre_sq: npt.ArrayLike | None = None,
-        pre_revenue: npt.ArrayLike | None = None,
+        n: WholeNumbers,
+        conversions: WholeNumbers,
+        revenue: WholeNumbers,
+        revenue_sq: WholeNumbers,
+        pre: WholeNumbers | None = None,
+        pre_sq: WholeNumbers | None = None,
+        pre_revenue: WholeNumbers | None = None,
     ) -> ArmBuckets:
         """Sums per bucket from array-likes of whole numbers (ints, integral floats, Decimals).
 
@@ -259,7 +262,7 @@ class ArmBuckets:
         return ArmBuckets(**{k: getattr(self, k) + getattr(other, k) for k in SUM_COLUMNS})
 
 
-def _as_int64(name: str, values: npt.ArrayLike) -> IntArray:
+def _as_int64(name: str, values: WholeNumbers) -> IntArray:
     """Whole numbers as a 1-d int64 array; ValueError for fractions, NaN or overflow."""
     arr = np.asarray(values)
     if arr.ndim != 1:
