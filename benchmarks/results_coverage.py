@@ -80,13 +80,18 @@ def main() -> None:
             f"  CUPED (score, pre-period correlation): used in {cuped.cuped_used:.0%} of runs, "
             f"95% width {cuped.revenue_raw.mean_width:,.0f} raw -> "
             f"{cuped.revenue_cuped.mean_width:,.0f} adjusted "
-            f"({1 - cuped.revenue_cuped.mean_width / cuped.revenue_raw.mean_width:.1%} narrower); "
+            f"({_narrower(cuped.revenue_raw.mean_width, cuped.revenue_cuped.mean_width)}); "
             f"coverage raw {_cell(cuped.revenue_raw.rate)}, adjusted "
             f"{_cell(cuped.revenue_cuped.rate)}, reported {_cell(cuped.revenue.rate)}; "
             f"mean adjusted estimate {cuped.revenue_cuped.mean_estimate:.1f} (truth 0, "
             f"standard error {cuped.revenue_cuped.sd_estimate / args.runs**0.5:.1f})"
         )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+def _narrower(raw: float, adjusted: float) -> str:
+    change = 1.0 - adjusted / raw
+    return f"{change:.1%} narrower" if change >= 0 else f"{-change:.1%} wider on average"
 
 
 def _cell(rate: float) -> str:
