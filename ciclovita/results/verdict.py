@@ -30,6 +30,12 @@ occurrences in all, ``ceil(N* s_T)`` treated and ``ceil(N* s_C)`` in the compari
 ``additional_occurrences = max(0, N* - N)`` rounded up. (For a comparison with the global
 control, whose size this campaign does not set, ``required_comparison`` is the number of
 control customers the campaign would need to meet.)
+
+This is the normal approximation, and on heavy-tailed revenue it is optimistic: the same
+large orders that make a lift look big also widen its interval. Simulated at the planned
+size with the target lift true (lognormal order values, sigma 1), the verdict was
+``significant`` in 72-75% of experiments rather than 80% (``tests/test_results_statistics.py``).
+Read ``required_occurrences`` as a minimum.
 """
 
 from __future__ import annotations
