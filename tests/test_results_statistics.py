@@ -38,7 +38,14 @@ from ciclovita.results import (
     power_analysis,
 )
 from ciclovita.results.lift import exact_sums, revenue_moments
-from ciclovita.results.score import GroupMoments, WorkingVariance, score_interval, z_value
+from ciclovita.results.score import (
+    GroupMoments,
+    WorkingVariance,
+    constrained_levels,
+    restricted_variance,
+    score_interval,
+    z_value,
+)
 from ciclovita.results.simulation import (
     CUPED_SCENARIO,
     CoverageReport,
@@ -307,20 +314,29 @@ def test_score_interval_solves_its_equation() -> None:
     treatment, comparison, _ = two_groups(seed=5)
     g_t, g_c, variance = revenue_moments(treatment, comparison)
     d = g_t.level - g_c.level
-    n = g_t.n + g_c.n
-    overall = (g_t.n * g_t.level + g_c.n * g_c.level) / n
 
     def v_of(delta: float) -> float:
-        m_c = overall - g_t.n / n * delta
-        return variance(m_c + delta) / g_t.n + variance(m_c) / g_c.n
+        return restricted_variance(g_t, g_c, variance, delta)
 
     for level in (0.95, 0.80):
         z = z_value(level)
         low, high = score_interval(g_t, g_c, variance, level)
         for end in (low, high):
-            assert (d - end) ** 2 == pytest.approx(z * z * v_of(end), rel=1e-9)
+            assert (d - end) ** 2 == pytest.approx(z * z * v_of(end), rel=1e-6)
+            # the restricted levels solve the quasi-score and differ by the hypothesis
+            levels = constrained_levels(g_t, g_c, variance, end)
+            assert levels is not None
+            m_t, m_c = levels
+            assert m_t - m_c == pytest.approx(end)
+            score = g_t.n * (g_t.level - m_t) / variance(m_t) + g_c.n * (
+                g_c.level - m_c
+            ) / variance(m_c)
+            assert abs(score) < 1e-6 * (g_t.n + g_c.n) / variance(g_c.level) * abs(d)
         inside = np.linspace(low, high, 11)[1:-1]
         assert all((d - x) ** 2 < z * z * v_of(x) for x in inside)
+    # at delta = 0 the variance is the pooled one, v at the overall mean
+    overall = (g_t.n * g_t.level + g_c.n * g_c.level) / (g_t.n + g_c.n)
+    assert v_of(0.0) == pytest.approx(variance.of_difference(g_t.n, g_c.n, overall), rel=1e-6)
     # the working variance adds up to the observed dispersion
     fitted = sum(g.n * variance(g.level) for g in (g_t, g_c))
     assert fitted == pytest.approx(g_t.residual_ss + g_c.residual_ss, rel=1e-9)
@@ -337,6 +353,35 @@ def test_score_interval_for_a_rate_without_repeat_customers_is_the_binomial_one(
     assert variance.of_difference(200, 100, p) == pytest.approx(p * (1 - p) * (1 / 200 + 1 / 100))
     low, high = score_interval(t, c, variance, 0.95)
     assert -0.05 < low < 0.0 < 0.05 < high < 0.15
+
+
+def test_a_comparison_group_without_revenue_still_gets_an_honest_interval() -> None:
+    # 20 holdout occurrences, none converted: holding the overall mean fixed would push the
+    # holdout's restricted level below 0 beyond the estimate, so the upper end comes from
+    # the quasi-likelihood's restricted levels instead, which stay at or above 0.
+    rng = np.random.default_rng(3)
+    bucket, converted, revenue, _ = occurrences(rng, 200)
+    treatment = ArmBuckets.from_occurrences(bucket, converted, revenue)
+    empty = ArmBuckets.from_occurrences(rng.integers(0, 256, 20), [False] * 20, [0] * 20)
+    lift = estimate_lift(treatment, empty).revenue_per_customer_lift_cents
+    d = lift.estimate
+    assert d == pytest.approx(revenue.mean())
+    assert lift.ci95.low < -2 * d  # the holdout could have had large orders
+    assert lift.ci95.high > 1.5 * d  # ... and the treatment mean is itself uncertain
+    assert lift.ci80.low > lift.ci95.low and lift.ci80.high < lift.ci95.high
+    mirror = estimate_lift(empty, treatment).revenue_per_customer_lift_cents
+    assert mirror.ci95.low == pytest.approx(-lift.ci95.high)
+    assert mirror.ci95.high == pytest.approx(-lift.ci95.low)
+    # at the upper end the restricted holdout level is 0 and the equation holds there
+    g_t, g_c, variance = revenue_moments(treatment, empty)
+    levels = constrained_levels(g_t, g_c, variance, lift.ci95.high)
+    assert levels is not None
+    m_t, m_c = levels
+    assert m_c == pytest.approx(0.0, abs=1e-6 * d)
+    z2 = z_value(0.95) ** 2
+    assert (d - lift.ci95.high) ** 2 == pytest.approx(
+        z2 * (variance(m_t) / g_t.n + variance(m_c) / g_c.n), rel=1e-6
+    )
 
 
 def test_cuped_is_left_out_without_a_pre_period() -> None:

@@ -414,13 +414,8 @@ def revenue_moments(
 def _score_estimate(outcome: _Outcome, treatment: Resampled, comparison: Resampled) -> Estimate:
     t, c = treatment.full, comparison.full
     g_t, g_c, variance = score_moments(outcome, t, c, treatment.clusters, comparison.clusters)
-    if outcome.total == CONV:
-        bounds = (-1.0, 1.0)
-    elif outcome.cuped:
-        bounds = (-math.inf, math.inf)
-    else:  # neither group's mean revenue can be negative
-        total = g_t.n * g_t.level + g_c.n * g_c.level
-        bounds = (-total / g_t.n, total / g_c.n)
+    # a difference of rates lies in [-1, 1]; a difference of mean revenue is unbounded
+    bounds = (-1.0, 1.0) if outcome.total == CONV else (-math.inf, math.inf)
     value = g_t.level - g_c.level
     intervals = [
         Interval(level, *score_interval(g_t, g_c, variance, level, bounds=bounds))
