@@ -30,7 +30,7 @@ from ciclovita.errors import InputError, Problem
 from ciclovita.value.bgnbd import fit_bgnbd
 from ciclovita.value.gamma_gamma import fit_gamma_gamma
 
-__all__ = ["TimeUnit", "fit_transaction_log", "summarise_transactions"]
+__all__ = ["TimeUnit", "fit_transaction_log", "read_transaction_log", "summarise_transactions"]
 
 TimeUnit = Literal["days", "weeks"]
 
@@ -204,6 +204,7 @@ def fit_transaction_log(
     observation_end: date | datetime | None = None,
     time_unit: TimeUnit = "weeks",
     date_format: str | None = None,
+    backtest_days: int | Literal["auto"] | None = None,
 ) -> dict[str, object]:
     """Fit the BG/NBD and Gamma-Gamma models to a transaction-log CSV file.
 
@@ -217,53 +218,25 @@ def fit_transaction_log(
     ``gamma`` (Gamma-Gamma, ``gamma`` in the amount's unit), ``bgnbd_loglik``, ``gg_loglik``,
     ``time_unit``, ``n_customers`` and ``n_repeat_buyers`` (customers with frequency > 0).
 
+    ``backtest_days`` adds ``backtest`` (:mod:`ciclovita.value.backtest`): the models fitted
+    again without the last ``backtest_days`` days (``"auto"``: a quarter of the observed
+    span, capped) and their predictions for those days compared with what happened. A
+    backtest that cannot run is reported as ``{"holdout_days": ..., "skipped": reason}``
+    and does not fail the fit. None or 0: no backtest.
+
     Raises InputError listing every problem found: a missing or unreadable file, missing
     columns (naming the columns the file has), unreadable dates or amounts (with their line
     numbers and values), no customers, too few repeat buyers, or a fit that does not converge.
     """
     _days_per_unit(time_unit)
     source = str(path)
-    frame = _read_csv(path, source)
-
-    missing = [c for c in dict.fromkeys((customer_col, date_col, amount_col)) if c not in frame]
-    if missing:
-        available = ", ".join(map(str, frame.columns)) or "(none)"
-        raise InputError(
-            [
-                Problem(
-                    source=source,
-                    line=1,
-                    column=name,
-                    message=f"missing column {name!r}; the file has columns: {available}",
-                )
-                for name in missing
-            ]
-        )
-
-    lines = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
-    stripped = frame[[customer_col, date_col, amount_col]].apply(lambda s: s.str.strip())
-    blank = (stripped == "").all(axis=1)  # a blank line has no other field either
-    if blank.any():
-        blank[blank] = (frame[blank].apply(lambda s: s.str.strip()) == "").all(axis=1)
-    stripped, lines = stripped[~blank], lines[~blank]
-
-    problems: list[Problem] = []
-    no_id = stripped[customer_col] == ""
-    problems += [
-        Problem(source, "missing customer id", line=int(n), column=customer_col, value="")
-        for n in lines[no_id]
-    ]
-    days, date_problems = _parse_dates(stripped[date_col], lines, date_format, source, date_col)
-    problems += date_problems
-    amounts, amount_problems = _parse_amounts(stripped[amount_col], lines, source, amount_col)
-    problems += amount_problems
-    if problems:
-        problems.sort(key=lambda p: p.line or 0)
-        raise InputError(problems)
-    if len(stripped) == 0:
-        raise InputError([Problem(source, "the file has no transactions")])
-
-    log = pd.DataFrame({customer_col: stripped[customer_col], date_col: days, amount_col: amounts})
+    log = read_transaction_log(
+        path,
+        customer_col=customer_col,
+        date_col=date_col,
+        amount_col=amount_col,
+        date_format=date_format,
+    )
     summary = summarise_transactions(
         log,
         customer_col=customer_col,
@@ -318,7 +291,7 @@ def fit_transaction_log(
             ]
         )
 
-    return {
+    result: dict[str, object] = {
         "r": bgnbd.params.r,
         "alpha": bgnbd.params.alpha,
         "a": bgnbd.params.a,
@@ -332,6 +305,111 @@ def fit_transaction_log(
         "n_customers": len(summary),
         "n_repeat_buyers": int((x > 0).sum()),
     }
+    if backtest_days:
+        result["backtest"] = _backtest(
+            log,
+            customer_col=customer_col,
+            date_col=date_col,
+            amount_col=amount_col,
+            observation_end=observation_end,
+            backtest_days=backtest_days,
+            time_unit=time_unit,
+        )
+    return result
+
+
+def _backtest(
+    log: pd.DataFrame,
+    *,
+    customer_col: str,
+    date_col: str,
+    amount_col: str,
+    observation_end: date | datetime | None,
+    backtest_days: int | Literal["auto"],
+    time_unit: TimeUnit,
+) -> dict[str, object]:
+    """The backtest as a dict, or why it was skipped (it never fails the fit)."""
+    from ciclovita.value.backtest import (
+        BacktestUnavailable,
+        backtest_transactions,
+        default_holdout_days,
+    )
+
+    end = _as_day(observation_end) if observation_end is not None else log[date_col].max()
+    if backtest_days == "auto":
+        holdout = default_holdout_days(log[date_col].min().date(), end.date())
+    else:
+        holdout = backtest_days
+    try:
+        backtest = backtest_transactions(
+            log[log[date_col] <= end],
+            customer_col=customer_col,
+            date_col=date_col,
+            amount_col=amount_col,
+            observation_end=end.date(),
+            holdout_days=holdout,
+            time_unit=time_unit,
+        )
+    except BacktestUnavailable as exc:
+        return {"holdout_days": holdout, "skipped": str(exc)}
+    return backtest.as_dict()
+
+
+def read_transaction_log(
+    path: Path,
+    *,
+    customer_col: str = "customer_id",
+    date_col: str = "date",
+    amount_col: str = "amount",
+    date_format: str | None = None,
+) -> pd.DataFrame:
+    """Read and check a transaction-log CSV file: one row per transaction, dates parsed.
+
+    Returns a frame with the three columns (text ids, midnight timestamps, float amounts),
+    blank lines left out. Raises InputError as :func:`fit_transaction_log` does.
+    """
+    source = str(path)
+    frame = _read_csv(path, source)
+
+    missing = [c for c in dict.fromkeys((customer_col, date_col, amount_col)) if c not in frame]
+    if missing:
+        available = ", ".join(map(str, frame.columns)) or "(none)"
+        raise InputError(
+            [
+                Problem(
+                    source=source,
+                    line=1,
+                    column=name,
+                    message=f"missing column {name!r}; the file has columns: {available}",
+                )
+                for name in missing
+            ]
+        )
+
+    lines = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
+    stripped = frame[[customer_col, date_col, amount_col]].apply(lambda s: s.str.strip())
+    blank = (stripped == "").all(axis=1)  # a blank line has no other field either
+    if blank.any():
+        blank[blank] = (frame[blank].apply(lambda s: s.str.strip()) == "").all(axis=1)
+    stripped, lines = stripped[~blank], lines[~blank]
+
+    problems: list[Problem] = []
+    no_id = stripped[customer_col] == ""
+    problems += [
+        Problem(source, "missing customer id", line=int(n), column=customer_col, value="")
+        for n in lines[no_id]
+    ]
+    days, date_problems = _parse_dates(stripped[date_col], lines, date_format, source, date_col)
+    problems += date_problems
+    amounts, amount_problems = _parse_amounts(stripped[amount_col], lines, source, amount_col)
+    problems += amount_problems
+    if problems:
+        problems.sort(key=lambda p: p.line or 0)
+        raise InputError(problems)
+    if len(stripped) == 0:
+        raise InputError([Problem(source, "the file has no transactions")])
+
+    return pd.DataFrame({customer_col: stripped[customer_col], date_col: days, amount_col: amounts})
 
 
 def _read_csv(path: Path, source: str) -> pd.DataFrame:
