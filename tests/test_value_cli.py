@@ -33,6 +33,7 @@ KEYS = {
     "time_unit",
     "n_customers",
     "n_repeat_buyers",
+    "backtest",
 }
 # value, and the half-unit of its last published digit: the fit must round to it
 PUBLISHED = {
